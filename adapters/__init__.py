@@ -1,0 +1,1 @@
+"""Edges: FHIR, welfare and municipal formats, storage, broker, logging."""

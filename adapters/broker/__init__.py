@@ -1,0 +1,1 @@
+"""Kafka edges: embedded broker, topic admin, CloudEvents headers, dead letters, outbox relay."""

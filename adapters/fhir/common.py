@@ -1,0 +1,119 @@
+"""Small readers over validated FHIR R4 JSON (dicts), shared by the resource parsers."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, date, datetime
+from typing import Any
+
+from schemas.errors import InvalidBsnError, InvalidReferralError, SchakelError
+from schemas.identifiers import BSN_SYSTEM, bsn_is_test_number, bsn_valid
+
+Json = dict[str, Any]
+
+_REFERENCE_ID = re.compile(r"^[\x21-\x7e]{1,64}$")  # printable ASCII, no spaces: a Kafka key
+
+
+def identifier_value(resource: Json, system: str) -> str | None:
+    for ident in resource.get("identifier") or ():
+        if ident.get("system") == system and ident.get("value"):
+            return str(ident["value"])
+    return None
+
+
+def check_id(value: object, what: str, error: type[SchakelError] = InvalidReferralError) -> str:
+    if not isinstance(value, str) or not _REFERENCE_ID.match(value):
+        raise error(f"{what} must be 1-64 printable characters without spaces")
+    return value
+
+
+def check_bsn(value: str, where: str, *, allow_test_bsn: bool) -> str:
+    if not bsn_valid(value):
+        raise InvalidBsnError(f"{where}: BSN fails the 11-proef")
+    if not allow_test_bsn and bsn_is_test_number(value):
+        raise InvalidBsnError(f"{where}: BSN from the test range is refused in production")
+    return value
+
+
+def patient_bsn(resource: Json, where: str, *, allow_test_bsn: bool) -> str | None:
+    value = identifier_value(resource, BSN_SYSTEM)
+    return None if value is None else check_bsn(value, where, allow_test_bsn=allow_test_bsn)
+
+
+def parse_datetime(value: str | None) -> datetime | None:
+    """A FHIR dateTime/instant as an aware UTC datetime; partial dates become their start."""
+    if not value:
+        return None
+    text = value.replace("Z", "+00:00")
+    if "T" not in text:
+        parts = text.split("-")
+        year = int(parts[0])
+        month = int(parts[1]) if len(parts) > 1 else 1
+        day = int(parts[2]) if len(parts) > 2 else 1
+        return datetime(year, month, day, tzinfo=UTC)
+    parsed = datetime.fromisoformat(text)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def parse_full_date(value: str | None) -> date | None:
+    """Only a complete YYYY-MM-DD is a birth date the social domain gets; partial dates drop."""
+    if not value or len(value) != 10:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+def human_name(resource: Json) -> tuple[str, tuple[str, ...]] | None:
+    """Display name and its parts (given names, family) from the best HumanName."""
+    names = [n for n in resource.get("name") or () if isinstance(n, dict)]
+    if not names:
+        return None
+    chosen = next((n for n in names if n.get("use") == "official"), names[0])
+    given = [g for g in chosen.get("given") or () if isinstance(g, str) and g.strip()]
+    family = chosen.get("family") if isinstance(chosen.get("family"), str) else None
+    text = chosen.get("text") if isinstance(chosen.get("text"), str) else None
+    display = (text or " ".join([*given, family or ""])).strip()
+    if not display:
+        return None
+    parts = tuple(
+        dict.fromkeys(
+            p for p in [*given, *(family.split() if family else ()), *display.split()] if p
+        )
+    )
+    return display, parts
+
+
+def first_line(text: str, limit: int = 200) -> str:
+    line = text.strip().splitlines()[0].strip() if text.strip() else ""
+    return line[:limit]
+
+
+def personal_strings(node: Any, found: set[str] | None = None, depth: int = 0) -> set[str]:
+    """Every name, telecom value and address line in a FHIR JSON tree, valid or not, so the
+    log redaction can mask them even for a message that failed validation."""
+    found = set() if found is None else found
+    if depth > 64:
+        return found
+    if isinstance(node, dict):
+        for key in ("family", "text") if ("family" in node or "given" in node) else ():
+            if isinstance(node.get(key), str):
+                found.add(node[key])
+        for key in ("given", "prefix", "line"):
+            values = node.get(key)
+            if isinstance(values, list):
+                found.update(v for v in values if isinstance(v, str))
+        if node.get("system") in ("phone", "email", "sms") and isinstance(node.get("value"), str):
+            found.add(node["value"])
+        if isinstance(node.get("postalCode"), str):
+            found.add(node["postalCode"])
+        for value in node.values():
+            if isinstance(value, dict | list):
+                personal_strings(value, found, depth + 1)
+    elif isinstance(node, list):
+        for item in node:
+            personal_strings(item, found, depth + 1)
+    return found

@@ -1,0 +1,142 @@
+"""Structural validation of inbound FHIR R4 JSON.
+
+Two layers: fhir.resources' R4B models (types, cardinality, unknown elements), then the
+rules the reference validator applies and fhir.resources does not (empty arrays, Period
+order, absolute fullUrls, HTML in strings, active content in narrative). The corpus in
+`shared/corpus/fhir/fhir-test-cases` holds one example of each.
+
+Error details name paths and rules, never values: they go into dead-letter headers.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+import orjson
+from fhir.resources.R4B import get_fhir_model_class
+from pydantic import ValidationError
+
+from schemas.errors import InvalidFhirError, InvalidJsonError, TooLargeError
+
+DEFAULT_MAX_BYTES = 1_000_000
+MAX_REPORTED_ERRORS = 3
+
+_HTML_IN_STRING = re.compile(r"<\s*[A-Za-z/!?]")
+_ACTIVE_XHTML = re.compile(
+    r"<\s*(script|iframe|object|embed|form|input|style|applet|base|link|meta|frame|frameset"
+    r"|button|textarea|select)\b|\son[a-z]+\s*=|javascript:",
+    re.IGNORECASE,
+)
+_ABSOLUTE_URL = re.compile(r"^(urn:uuid:|urn:oid:|[A-Za-z][A-Za-z0-9+.-]*://)")
+
+
+def load_json(raw: bytes | None, max_bytes: int = DEFAULT_MAX_BYTES) -> dict[str, Any]:
+    """Bytes to a JSON object, or a reasoned error (never a stack trace)."""
+    if raw is None or raw == b"":
+        raise InvalidJsonError("empty message")
+    if len(raw) > max_bytes:
+        raise TooLargeError(f"message has {len(raw)} bytes, limit is {max_bytes}")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        # orjson's message names line/column and the rule broken, not the content.
+        raise InvalidJsonError(f"not valid JSON: {str(exc).splitlines()[0][:160]}") from None
+    if not isinstance(data, dict):
+        raise InvalidJsonError("expected a JSON object")
+    return data
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(root)"
+
+
+def _describe(exc: ValidationError) -> str:
+    errors = exc.errors(include_input=False, include_url=False)
+    parts = [f"{_path(e['loc'])}: {e['msg']}" for e in errors[:MAX_REPORTED_ERRORS]]
+    more = len(errors) - MAX_REPORTED_ERRORS
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
+
+
+def validate_resource(data: dict[str, Any]) -> str:
+    """Validate any R4 resource; returns its resourceType or raises `InvalidFhirError`."""
+    resource_type = data.get("resourceType")
+    if not isinstance(resource_type, str) or not resource_type:
+        raise InvalidFhirError("no resourceType: not a FHIR resource")
+    try:
+        model = get_fhir_model_class(resource_type)
+    except (KeyError, ValueError, AttributeError, ImportError):
+        raise InvalidFhirError(f"unknown resourceType {resource_type[:40]!r}") from None
+    try:
+        model.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidFhirError(f"{resource_type}: {_describe(exc)}") from None
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise InvalidFhirError(f"{resource_type}: {type(exc).__name__}") from None
+    _check_rules(data, resource_type)
+    return resource_type
+
+
+def _check_rules(node: Any, path: str) -> None:
+    if isinstance(node, dict):
+        if "fhir_comments" in node:
+            raise InvalidFhirError(f"{path}: fhir_comments is not part of FHIR R4 JSON")
+        if node.get("resourceType") == "Bundle":
+            _check_bundle(node, path)
+        start, end = node.get("start"), node.get("end")
+        if isinstance(start, str) and isinstance(end, str) and not _ordered(start, end):
+            raise InvalidFhirError(f"{path}: per-1: period start must not be after its end")
+        for key, value in node.items():
+            child = f"{path}.{key}"
+            if key == "div" and isinstance(value, str):
+                if _ACTIVE_XHTML.search(value):
+                    raise InvalidFhirError(f"{child}: txt-1: narrative holds active content")
+                continue
+            _check_rules(value, child)
+    elif isinstance(node, list):
+        if not node:
+            raise InvalidFhirError(f"{path}: an array must not be empty")
+        for index, item in enumerate(node):
+            _check_rules(item, f"{path}[{index}]")
+    elif isinstance(node, str) and _HTML_IN_STRING.search(node):
+        raise InvalidFhirError(f"{path}: text looks like embedded HTML, which is not allowed")
+
+
+def _check_bundle(bundle: dict[str, Any], path: str) -> None:
+    seen: set[str] = set()
+    for index, entry in enumerate(bundle.get("entry") or ()):
+        full_url = entry.get("fullUrl")
+        if full_url is not None and not _ABSOLUTE_URL.match(full_url):
+            raise InvalidFhirError(f"{path}.entry[{index}].fullUrl: must be an absolute URL")
+        if full_url is not None:
+            # bdl-7: fullUrl unique, unless the entries are different versions.
+            version = ((entry.get("resource") or {}).get("meta") or {}).get("versionId")
+            key = f"{full_url}|{version}"
+            if key in seen and bundle.get("type") != "history":
+                raise InvalidFhirError(f"{path}.entry[{index}].fullUrl: bdl-7: duplicate in Bundle")
+            seen.add(key)
+
+
+def _ordered(start: str, end: str) -> bool:
+    """FHIR per-1, with FHIRPath's rule that a comparison across precisions that cannot be
+    decided (same day, one side without a time) fails."""
+    start_has_time, end_has_time = "T" in start, "T" in end
+    if start_has_time and end_has_time:
+        try:
+            return _instant(start) <= _instant(end)
+        except (ValueError, TypeError):
+            return True  # the R4B model already judged the format
+    a = start.split("T")[0]
+    b = end.split("T")[0]
+    common = min(len(a), len(b))
+    if a[:common] != b[:common]:
+        return a[:common] < b[:common]
+    return len(a) == len(b) and start_has_time == end_has_time
+
+
+def _instant(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))

@@ -1,0 +1,385 @@
+"""The hub's store: consent-gate state, registrations and the transactional outbox.
+
+Every batch of inbound records is applied in one transaction (`Store.run`), and the
+messages it causes are written to `outbox` in that same transaction; the relay publishes
+them afterwards. Concurrency: PostgreSQL runs SERIALIZABLE, SQLite takes its write lock at
+BEGIN (BEGIN IMMEDIATE); a referral and its consent handled at the same moment by two
+consumers therefore cannot both miss each other. Serialization failures are retried.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+from sqlalchemy import (
+    Connection,
+    Engine,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from adapters.storage import tables as t
+from schemas.consent import Consent
+from schemas.messages import OutboundMessage
+from schemas.registration import ReferralReleased, StoredReferral
+
+T = TypeVar("T")
+
+_RETRY_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock
+MAX_ATTEMPTS = 8
+
+
+def normalise_url(url: str) -> str:
+    """`postgresql://` uses psycopg 3 (the driver we ship); everything else as given."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def _retryable(exc: DBAPIError) -> bool:
+    orig = exc.orig
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if sqlstate in _RETRY_SQLSTATES:
+        return True
+    return isinstance(exc, OperationalError) and "database is locked" in str(orig)
+
+
+def _headers_json(headers: tuple[tuple[str, bytes | None], ...]) -> str:
+    return orjson.dumps(
+        [[k, None if v is None else base64.b64encode(v).decode()] for k, v in headers]
+    ).decode()
+
+
+def _headers_from_json(raw: str) -> tuple[tuple[str, bytes | None], ...]:
+    return tuple((k, None if v is None else base64.b64decode(v)) for k, v in orjson.loads(raw))
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    id: int
+    message: OutboundMessage
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineEntry:
+    status: str
+    at: datetime
+    by: str
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationView:
+    registration_id: str
+    referral_id: str
+    recipient_id: str
+    status: str
+    timeline: tuple[TimelineEntry, ...]
+
+
+class Tx:
+    """One transaction. Implements the domain's `GateStore` port (structurally)."""
+
+    def __init__(self, conn: Connection, now: Callable[[], datetime]) -> None:
+        self.conn = conn
+        self._now = now
+
+    # --- referrals -----------------------------------------------------------------
+    def referral(self, referral_id: str) -> StoredReferral | None:
+        row = self.conn.execute(
+            select(t.referrals.c.body).where(t.referrals.c.referral_id == referral_id)
+        ).first()
+        return StoredReferral.model_validate_json(row.body) if row else None
+
+    def put_referral(self, stored: StoredReferral) -> None:
+        now = self._now()
+        values = {
+            "registration_id": stored.registration_id,
+            "recipient_id": stored.recipient_id,
+            "patient_bsn": str(stored.referral.client.bsn),
+            "body": stored.model_dump_json(),
+            "updated_at": now,
+        }
+        updated = self.conn.execute(
+            update(t.referrals)
+            .where(t.referrals.c.referral_id == stored.referral.referral_id)
+            .values(**values)
+        ).rowcount
+        if not updated:
+            self.conn.execute(
+                insert(t.referrals).values(
+                    referral_id=stored.referral.referral_id,
+                    received_at=stored.received_at,
+                    **values,
+                )
+            )
+        exists = self.conn.execute(
+            select(t.registrations.c.registration_id).where(
+                t.registrations.c.registration_id == stored.registration_id
+            )
+        ).first()
+        if not exists:
+            self.conn.execute(
+                insert(t.registrations).values(
+                    registration_id=stored.registration_id,
+                    referral_id=stored.referral.referral_id,
+                    recipient_id=stored.recipient_id,
+                    status="received",
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+
+    def referrals_of_patient(self, bsn: str) -> list[StoredReferral]:
+        rows = self.conn.execute(
+            select(t.referrals.c.body)
+            .where(t.referrals.c.patient_bsn == str(bsn))
+            .order_by(t.referrals.c.referral_id)
+        )
+        return [StoredReferral.model_validate_json(r.body) for r in rows]
+
+    # --- consents ------------------------------------------------------------------
+    def consent(self, consent_id: str) -> Consent | None:
+        row = self.conn.execute(
+            select(t.consents.c.body).where(t.consents.c.consent_id == consent_id)
+        ).first()
+        return Consent.model_validate_json(row.body) if row else None
+
+    def put_consent(self, consent: Consent, received_at: datetime) -> None:
+        values = {
+            "status": consent.status,
+            "patient_bsn": str(consent.patient_bsn) if consent.patient_bsn else None,
+            "names_referrals": bool(consent.referrals),
+            "body": consent.model_dump_json(),
+            "updated_at": received_at,
+        }
+        updated = self.conn.execute(
+            update(t.consents).where(t.consents.c.consent_id == consent.consent_id).values(**values)
+        ).rowcount
+        if not updated:
+            self.conn.execute(
+                insert(t.consents).values(
+                    consent_id=consent.consent_id, received_at=received_at, **values
+                )
+            )
+        self.conn.execute(
+            delete(t.consent_referrals).where(
+                t.consent_referrals.c.consent_id == consent.consent_id
+            )
+        )
+        refs = sorted({ref.value for ref in consent.referrals})
+        if refs:
+            self.conn.execute(
+                insert(t.consent_referrals),
+                [{"consent_id": consent.consent_id, "referral_id": r} for r in refs],
+            )
+
+    def consents_for(self, referral_id: str, bsn: str) -> list[Consent]:
+        naming = select(t.consent_referrals.c.consent_id).where(
+            t.consent_referrals.c.referral_id == referral_id
+        )
+        rows = self.conn.execute(
+            select(t.consents.c.body)
+            .where(
+                t.consents.c.consent_id.in_(naming)
+                | (
+                    (t.consents.c.patient_bsn == str(bsn))
+                    & (t.consents.c.names_referrals.is_(False))
+                )
+            )
+            .order_by(t.consents.c.consent_id)
+        )
+        return [Consent.model_validate_json(r.body) for r in rows]
+
+    # --- releases and registrations -------------------------------------------------
+    def released_to(self, referral_id: str) -> set[str]:
+        rows = self.conn.execute(
+            select(t.releases.c.recipient_id).where(t.releases.c.referral_id == referral_id)
+        )
+        return {r.recipient_id for r in rows}
+
+    def record_release(self, release: ReferralReleased) -> None:
+        self.conn.execute(
+            insert(t.releases).values(
+                referral_id=release.referral_id,
+                recipient_id=release.recipient_id,
+                registration_id=release.registration_id,
+                consent_id=release.consent_id,
+                released_at=release.released_at,
+            )
+        )
+
+    def add_status(self, registration_id: str, status: str, at: datetime, by: str) -> None:
+        self.conn.execute(
+            update(t.registrations)
+            .where(t.registrations.c.registration_id == registration_id)
+            .values(status=str(status), updated_at=at)
+        )
+        self.conn.execute(
+            insert(t.registration_events).values(
+                registration_id=registration_id, status=str(status), at=at, by=by
+            )
+        )
+
+    # --- outbox --------------------------------------------------------------------
+    def add_outbox(self, message: OutboundMessage) -> bool:
+        """Insert unless a message with this id exists; True when inserted."""
+        exists = self.conn.execute(
+            select(t.outbox.c.id).where(t.outbox.c.message_id == message.message_id)
+        ).first()
+        if exists:
+            return False
+        self.conn.execute(
+            insert(t.outbox).values(
+                message_id=message.message_id,
+                topic=message.topic,
+                key=message.key,
+                value=message.value,
+                headers=_headers_json(message.headers),
+                created_at=self._now(),
+            )
+        )
+        return True
+
+    @contextlib.contextmanager
+    def savepoint(self) -> Iterator[None]:
+        with self.conn.begin_nested():
+            yield
+
+
+class Store:
+    def __init__(self, url: str, *, now: Callable[[], datetime] | None = None) -> None:
+        self.url = normalise_url(url)
+        self._now = now or (lambda: datetime.now(UTC))
+        self.engine = _engine(self.url)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest migration (idempotent; safe with several hubs)."""
+        from adapters.storage.migrate import upgrade
+
+        upgrade(self.engine)
+
+    def run(self, work: Callable[[Tx], T]) -> T:
+        """Run `work` in one transaction; retried from scratch on serialization failures."""
+        delay = 0.01
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                with self.engine.begin() as conn:
+                    return work(Tx(conn, self._now))
+            except DBAPIError as exc:
+                if attempt == MAX_ATTEMPTS or not _retryable(exc):
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+        raise AssertionError("unreachable")
+
+    # --- outbox relay -------------------------------------------------------------
+    def pending_outbox(self, limit: int = 500) -> list[OutboxRow]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(t.outbox)
+                .where(t.outbox.c.published_at.is_(None))
+                .order_by(t.outbox.c.id)
+                .limit(limit)
+            ).all()
+        return [
+            OutboxRow(
+                id=r.id,
+                message=OutboundMessage(
+                    message_id=r.message_id,
+                    topic=r.topic,
+                    key=r.key,
+                    value=r.value,
+                    headers=_headers_from_json(r.headers),
+                ),
+            )
+            for r in rows
+        ]
+
+    def mark_published(self, ids: list[int]) -> None:
+        if not ids:
+            return
+        now = self._now()
+        with self.engine.begin() as conn:
+            conn.execute(update(t.outbox).where(t.outbox.c.id.in_(ids)).values(published_at=now))
+
+    # --- reads ---------------------------------------------------------------------
+    def registration(self, registration_id: str) -> RegistrationView | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(t.registrations).where(t.registrations.c.registration_id == registration_id)
+            ).first()
+            if row is None:
+                return None
+            events = conn.execute(
+                select(t.registration_events)
+                .where(t.registration_events.c.registration_id == registration_id)
+                .order_by(t.registration_events.c.id)
+            ).all()
+        return RegistrationView(
+            registration_id=row.registration_id,
+            referral_id=row.referral_id,
+            recipient_id=row.recipient_id,
+            status=row.status,
+            timeline=tuple(TimelineEntry(e.status, e.at, e.by) for e in events),
+        )
+
+    def registration_of_referral(self, referral_id: str) -> RegistrationView | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(t.referrals.c.registration_id).where(
+                    t.referrals.c.referral_id == referral_id
+                )
+            ).first()
+        return self.registration(row.registration_id) if row else None
+
+    def count(self, table: str) -> int:
+        with self.engine.connect() as conn:
+            query = select(func.count()).select_from(t.metadata.tables[table])
+            return int(conn.execute(query).scalar_one())
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _connect(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.isolation_level = None  # let SQLAlchemy's begin() below decide
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn: Connection) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return create_engine(url, isolation_level="SERIALIZABLE", pool_pre_ping=True)

@@ -1,0 +1,126 @@
+"""Table definitions. The migrations in `migrations/versions` create exactly these
+(a test compares them)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.types import TypeDecorator
+
+metadata = MetaData()
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Aware datetimes in, aware UTC datetimes out, on SQLite (no time zones) as on PostgreSQL."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# BIGINT on PostgreSQL, INTEGER (the rowid alias, so it autoincrements) on SQLite.
+Serial = BigInteger().with_variant(Integer(), "sqlite")
+
+referrals = Table(
+    "referrals",
+    metadata,
+    Column("referral_id", String(64), primary_key=True),
+    Column("registration_id", String(36), nullable=False),
+    Column("recipient_id", String(40), nullable=False),
+    Column("patient_bsn", String(9), nullable=False, index=True),
+    Column("body", Text, nullable=False),
+    Column("received_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+consents = Table(
+    "consents",
+    metadata,
+    Column("consent_id", String(64), primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("patient_bsn", String(9), nullable=True, index=True),
+    Column("names_referrals", Boolean, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("received_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+consent_referrals = Table(
+    "consent_referrals",
+    metadata,
+    Column("consent_id", String(64), primary_key=True),
+    Column("referral_id", String(64), primary_key=True, index=True),
+)
+
+releases = Table(
+    "releases",
+    metadata,
+    Column("referral_id", String(64), primary_key=True),
+    Column("recipient_id", String(40), primary_key=True),
+    Column("registration_id", String(36), nullable=False),
+    Column("consent_id", String(64), nullable=False),
+    Column("released_at", UtcDateTime, nullable=False),
+)
+
+registrations = Table(
+    "registrations",
+    metadata,
+    Column("registration_id", String(36), primary_key=True),
+    Column("referral_id", String(64), nullable=False, index=True),
+    Column("recipient_id", String(40), nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+registration_events = Table(
+    "registration_events",
+    metadata,
+    Column("id", Serial, primary_key=True, autoincrement=True),
+    Column("registration_id", String(36), nullable=False, index=True),
+    Column("status", String(32), nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Column("by", String(64), nullable=False),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Serial, primary_key=True, autoincrement=True),
+    Column("message_id", String(36), nullable=False),
+    Column("topic", String(249), nullable=False),
+    Column("key", LargeBinary, nullable=True),
+    Column("value", LargeBinary, nullable=True),
+    Column("headers", Text, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("published_at", UtcDateTime, nullable=True),
+    UniqueConstraint("message_id", name="uq_outbox_message_id"),
+    Index("ix_outbox_unpublished", "published_at", "id"),
+)

@@ -1,0 +1,1 @@
+"""The welfare organisations' formats: intake JSON out (feedback JSON in, later)."""

@@ -1,0 +1,69 @@
+"""Errors that end in a dead letter.
+
+Each error carries the dead-letter reason code of CONTRACT §6 and a message that
+never contains personal data: messages name fields and rules, never values.
+"""
+
+from __future__ import annotations
+
+
+class SchakelError(Exception):
+    """Base of every error the hub turns into a dead letter."""
+
+    reason = "invalid-input"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class InvalidJsonError(SchakelError):
+    reason = "invalid-json"
+
+
+class InvalidFhirError(SchakelError):
+    """Not FHIR R4 at all, or a resource that breaks the FHIR structure rules."""
+
+    reason = "invalid-fhir"
+
+
+class InvalidReferralError(SchakelError):
+    """Valid FHIR, but not a referral as CONTRACT §3 defines it."""
+
+    reason = "invalid-referral"
+
+
+class InvalidConsentError(SchakelError):
+    """Valid FHIR, but not a consent the hub can apply (CONTRACT §3)."""
+
+    reason = "invalid-consent"
+
+
+class InvalidBsnError(SchakelError):
+    reason = "invalid-bsn"
+
+
+class InvalidAgbError(SchakelError):
+    reason = "invalid-agb"
+
+
+class UnknownParticipantError(SchakelError):
+    reason = "unknown-participant"
+
+
+class NoRecipientError(SchakelError):
+    reason = "no-recipient"
+
+
+class TooLargeError(SchakelError):
+    reason = "too-large"
+
+
+class InternalError(SchakelError):
+    """A bug met one message: dead-lettered so it cannot block its partition."""
+
+    reason = "internal-error"
+
+
+class ConfigurationError(Exception):
+    """Bad settings or participants file: the hub refuses to start."""

@@ -1,0 +1,26 @@
+"""Deterministic identifiers: the same cause always yields the same id, so a re-delivered
+or replayed input rebuilds the same registration and the same outbound message ids."""
+
+from __future__ import annotations
+
+import uuid
+
+NAMESPACE = uuid.UUID("6f1c3f0e-4a57-4c55-9d0b-5c6861b3e1a1")
+
+
+def message_id(*parts: str) -> str:
+    return str(uuid.uuid5(NAMESPACE, "|".join(parts)))
+
+
+def registration_id_for(referral_id: str, recipient_id: str) -> str:
+    return message_id("registration", referral_id, recipient_id)
+
+
+def dead_letter_id(topic: str, partition: int, offset: int, timestamp_ms: int | None) -> str:
+    """Position plus broker timestamp: a broker that lost its log restarts offsets at 0,
+    and a new record at an old offset must not be mistaken for the old one."""
+    return message_id("dead-letter", topic, str(partition), str(offset), str(timestamp_ms))
+
+
+def release_id(referral_id: str, recipient_id: str) -> str:
+    return message_id("released", referral_id, recipient_id)

@@ -1,0 +1,90 @@
+"""State the hub keeps per referral and registration, and the events its rules produce."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict
+
+from schemas.referral import Referral
+
+
+class RegistrationStatus(StrEnum):
+    """The status timeline of a registration (CONTRACT §7)."""
+
+    RECEIVED = "received"
+    WAITING_FOR_CONSENT = "waiting-for-consent"
+    RELEASED = "released"
+
+
+class StoredReferral(BaseModel):
+    """A referral the hub holds, with its routing result."""
+
+    model_config = ConfigDict(frozen=True)
+
+    referral: Referral
+    recipient_id: str
+    registration_id: str
+    received_at: datetime
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class ReferralReceived(_Event):
+    referral_id: str
+    registration_id: str
+    recipient_id: str
+    at: datetime
+
+
+class ReferralRedelivered(_Event):
+    """The same referral arrived again with nothing new: no effect."""
+
+    referral_id: str
+    at: datetime
+
+
+class ReferralAwaitingConsent(_Event):
+    referral_id: str
+    registration_id: str
+    recipient_id: str
+    at: datetime
+
+
+class ConsentRecorded(_Event):
+    consent_id: str
+    status: str
+    recipients: tuple[str, ...]
+    at: datetime
+
+
+class ReferralReleased(_Event):
+    referral_id: str
+    registration_id: str
+    recipient_id: str
+    consent_id: str
+    released_at: datetime
+
+
+class MessageDeadLettered(_Event):
+    """An inbound message the hub could not handle went to `dead-letter` (CONTRACT §6)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    reason: str
+    detail: str
+
+
+GateEvent = (
+    ReferralReceived
+    | ReferralRedelivered
+    | ReferralAwaitingConsent
+    | ConsentRecorded
+    | ReferralReleased
+)
+HubEvent = GateEvent | MessageDeadLettered

@@ -1,0 +1,1 @@
+"""Schakel's services: one FastStream app per concern, plus the domain rules they share."""

@@ -1,0 +1,185 @@
+"""The `schakel` command (CONTRACT §8)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+from rich.console import Console
+
+from adapters.broker.admin import BrokerError
+from adapters.logging import configure_logging, get_logger
+from schemas import topics as names
+from schemas.errors import ConfigurationError, SchakelError
+from services.settings import HubSettings
+
+app = typer.Typer(
+    name="schakel",
+    help="Schakel: GP referrals to welfare organisations and municipalities, behind a consent gate.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err = Console(stderr=True)
+log = get_logger("schakel.cli")
+
+
+def _settings() -> HubSettings:
+    try:
+        return HubSettings()
+    except Exception as exc:  # pydantic ValidationError: name the variable, not a traceback
+        err.print(f"[red]invalid settings[/]: {exc}")
+        raise typer.Exit(2) from None
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(f"[red]error[/]: {message}")
+    return typer.Exit(code)
+
+
+@app.command()
+def run() -> None:
+    """Start all services in one process (embedded broker unless KAFKA_BOOTSTRAP_SERVERS is set)."""
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_format)
+
+    async def main() -> None:
+        from services.hub import start_hub
+
+        running = await start_hub(settings)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        where = "embedded broker" if running.embedded else "Kafka"
+        err.print(
+            f"Schakel is running: {where} at [cyan]{running.bootstrap}[/], store {running.hub.store.dialect}. "
+            "Ctrl-C stops."
+        )
+        if running.embedded:
+            err.print(
+                f"  publish with: KAFKA_BOOTSTRAP_SERVERS={running.bootstrap} schakel send referral-created FILE"
+            )
+        try:
+            await stop.wait()
+        finally:
+            await running.stop()
+
+    try:
+        asyncio.run(main())
+    except (ConfigurationError, BrokerError) as exc:
+        raise _fail(str(exc)) from None
+
+
+@app.command()
+def demo(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="show the hub's own log lines")
+    ] = False,
+) -> None:
+    """Run the whole journey on the embedded broker and print it; exits 0 when every check holds."""
+    configure_logging("INFO" if verbose else "ERROR", "console" if verbose else "auto")
+    from services.demo.journey import run_demo
+
+    if HubSettings().kafka_bootstrap_servers:
+        err.print(
+            "[dim]KAFKA_BOOTSTRAP_SERVERS is ignored: the demo runs on its own embedded broker[/]"
+        )
+    try:
+        code = asyncio.run(run_demo(console))
+    except (ConfigurationError, BrokerError) as exc:
+        raise _fail(str(exc)) from None
+    except TimeoutError:
+        raise _fail("a demo step did not happen within its time limit", 1) from None
+    raise typer.Exit(code)
+
+
+@app.command()
+def send(
+    topic: Annotated[
+        str,
+        typer.Argument(
+            help="inbound topic: referral-created, consent-granted, consent-withdrawn, feedback-returned"
+        ),
+    ],
+    file: Annotated[
+        Path,
+        typer.Argument(help="JSON file with the event", exists=True, dir_okay=False, readable=True),
+    ],
+) -> None:
+    """Publish a file as an event (key taken from its content) to KAFKA_BOOTSTRAP_SERVERS."""
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_format)
+    inbound = (
+        names.REFERRAL_CREATED,
+        names.CONSENT_GRANTED,
+        names.CONSENT_WITHDRAWN,
+        names.FEEDBACK_RETURNED,
+    )
+    if topic not in inbound:
+        raise _fail(f"{topic!r} is not an inbound topic; use one of {', '.join(inbound)}")
+    if not settings.kafka_bootstrap_servers:
+        raise _fail(
+            "KAFKA_BOOTSTRAP_SERVERS is not set (schakel run prints it when it starts the embedded broker)"
+        )
+    raw = file.read_bytes()
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise _fail(f"{file}: not valid JSON: {exc}") from None
+    from adapters.fhir.keys import key_for
+
+    try:
+        key = key_for(topic, data if isinstance(data, dict) else {})
+    except SchakelError as exc:
+        raise _fail(f"{file}: {exc.detail}") from None
+
+    async def main() -> None:
+        from adapters.broker.admin import _admin  # noqa: PLC2701
+        from adapters.broker.client import Sender, inbound_headers
+        from schemas.topics import Topics
+
+        broker_topic = Topics(settings.topic_prefix).name(topic)
+        admin = _admin(settings.kafka_bootstrap_servers or "", 10_000)
+        try:
+            await admin.start()
+            existing = await admin.list_topics()
+        except Exception:
+            raise BrokerError(
+                f"no Kafka broker answers at {settings.kafka_bootstrap_servers}"
+            ) from None
+        finally:
+            await admin.close()
+        if broker_topic not in existing:
+            raise BrokerError(
+                f"topic {broker_topic} does not exist; start the hub (schakel run) first"
+            )
+        async with Sender(settings.kafka_bootstrap_servers or "") as sender:
+            meta = await sender.send(
+                broker_topic, raw, key=key.encode(), headers=inbound_headers(topic)
+            )
+        console.print(
+            f"sent to {broker_topic} partition {meta.partition} offset {meta.offset}, key {key}"
+        )
+
+    try:
+        asyncio.run(main())
+    except BrokerError as exc:
+        raise _fail(str(exc)) from None
+
+
+def main() -> None:
+    with contextlib.suppress(BrokenPipeError):
+        app()
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Consent: `consent-granted` and `consent-withdrawn` in; releases held referrals."""

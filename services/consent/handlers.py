@@ -1,0 +1,43 @@
+"""`on_consent_granted` / `on_consent_withdrawn`: record the consent, then release every
+held referral it now covers (see `services.domain.gate`)."""
+
+from __future__ import annotations
+
+from adapters.fhir.common import personal_strings
+from adapters.fhir.consent import GRANTED, WITHDRAWN, consent_from_fhir
+from adapters.fhir.validate import load_json, validate_resource
+from adapters.redaction import remember
+from adapters.storage.store import Tx
+from schemas.consent import Consent
+from schemas.messages import InboundRecord
+from schemas.registration import HubEvent
+from schemas.topics import CE_CONSENT_GRANTED, CE_CONSENT_WITHDRAWN
+from services.domain import gate
+from services.outputs import releases_to_outbox
+from services.pipeline import BatchPipeline
+from services.runtime import Hub
+
+
+def consent_pipeline(hub: Hub, *, withdrawn: bool = False) -> BatchPipeline[Consent]:
+    settings = hub.settings
+    expected = WITHDRAWN if withdrawn else GRANTED
+
+    def prepare(record: InboundRecord) -> Consent:
+        data = load_json(record.value, settings.max_message_bytes)
+        remember(personal_strings(data))
+        validate_resource(data)
+        return consent_from_fhir(
+            data, hub.participants, expected_status=expected, allow_test_bsn=settings.allow_test_bsn
+        )
+
+    def apply(tx: Tx, record: InboundRecord, consent: Consent) -> list[HubEvent]:
+        result = gate.on_consent(tx, consent, hub.clock())
+        releases_to_outbox(hub, tx, result, record)
+        return list(result.events)
+
+    return BatchPipeline(
+        hub,
+        event_type=CE_CONSENT_WITHDRAWN if withdrawn else CE_CONSENT_GRANTED,
+        prepare=prepare,
+        apply=apply,
+    )

@@ -1,0 +1,189 @@
+"""`schakel demo`: one referral's journey through the hub, printed for a person to follow.
+
+Everything is real: the embedded broker, the topics, the hub's consumers, the SQLite store
+and the outbox relay. The demo plays the GP system (it publishes) and the welfare
+organisation (it consumes its topic), and awaits each step as an event, never a sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from rich.console import Console
+from rich.panel import Panel
+from rich.syntax import Syntax
+
+from adapters.broker.client import Sender, inbound_headers
+from schemas import topics as names
+from schemas.identifiers import bsn_valid
+from schemas.registration import (
+    ConsentRecorded,
+    HubEvent,
+    MessageDeadLettered,
+    ReferralAwaitingConsent,
+    ReferralReceived,
+    ReferralReleased,
+)
+from services.demo.samples import DEMO_BSN, consent_resource, referral_bundle, to_bytes
+from services.hub import RunningHub, start_hub
+from services.runtime import Observers
+from services.settings import DEMO_PARTICIPANTS, HubSettings
+
+E = TypeVar("E")
+STEP_TIMEOUT = 30.0
+
+
+async def _await_event(queue: asyncio.Queue[HubEvent], kind: type[E], **match: Any) -> E:
+    return await Observers.next(queue, kind, STEP_TIMEOUT, **match)
+
+
+def _contains_bsn(text: str) -> bool:
+    import re
+
+    return any(bsn_valid(m) for m in re.findall(r"(?<!\d)\d{9}(?!\d)", text))
+
+
+async def run_demo(
+    console: Console, *, settings: HubSettings | None = None, workdir: Path | None = None
+) -> int:
+    tmp = tempfile.TemporaryDirectory(prefix="schakel-demo-") if workdir is None else None
+    root = workdir or Path(tmp.name)  # type: ignore[union-attr]
+    settings = settings or HubSettings(
+        database_url=f"sqlite:///{root / 'schakel-demo.db'}",
+        participants=DEMO_PARTICIPANTS,
+        embedded_broker_log_dir=root,
+    )
+    console.rule("[bold]Schakel demo: a GP referral through the consent gate")
+    console.print("Starting the embedded broker, creating topics, starting the hub ...")
+    running = await start_hub(settings)
+    try:
+        return await _journey(console, running)
+    finally:
+        await running.stop()
+        if tmp is not None:
+            tmp.cleanup()
+
+
+async def _journey(console: Console, running: RunningHub) -> int:
+    hub = running.hub
+    await running.wait_assigned()
+    welfare = hub.participants.by_id["welzijn-hoogeveen"]
+    practice = hub.participants.by_id["praktijk-de-linde"]
+    console.print(
+        f"Hub up: broker [cyan]{running.bootstrap}[/] "
+        f"({'embedded Tansu' if running.embedded else 'external Kafka'}), "
+        f"store {hub.store.dialect}, {len(running.topic_report.created) + len(running.topic_report.existing)} topics, "
+        f"{len(hub.participants.by_id)} participants."
+    )
+    events = hub.observers.subscribe()
+    welfare_topic = hub.topics.welfare_referrals(welfare.id)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=running.bootstrap, enable_auto_commit=False, client_id="demo-welfare"
+    )
+    await consumer.start()
+    try:
+        partitions = [
+            TopicPartition(welfare_topic, p)
+            for p in sorted(consumer.partitions_for_topic(welfare_topic) or [])
+        ]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        referral_id = "VERW-2026-0001"
+        async with Sender(running.bootstrap) as sender:
+            console.print()
+            console.print(
+                f"[bold]1. {practice.name}[/] sends referral [cyan]{referral_id}[/] on {hub.topics.referral_created}"
+            )
+            await sender.send(
+                hub.topics.referral_created,
+                to_bytes(referral_bundle(referral_id)),
+                key=referral_id.encode(),
+                headers=inbound_headers(names.REFERRAL_CREATED),
+            )
+            received = await _await_event(events, ReferralReceived, referral_id=referral_id)
+            console.print(
+                f"   [green]received[/]: routed to {welfare.name} (registration {received.registration_id})"
+            )
+            await _await_event(events, ReferralAwaitingConsent, referral_id=referral_id)
+            ends = await consumer.end_offsets(partitions)
+            console.print(
+                f"   [yellow]waiting for consent[/]: nothing released ({sum(ends.values())} messages on {welfare_topic})"
+            )
+
+            console.print()
+            console.print("[bold]2. A referral with a BSN that fails the 11-proef[/]")
+            await sender.send(
+                hub.topics.referral_created,
+                to_bytes(referral_bundle("VERW-2026-0002", bsn="123456789")),
+                key=b"VERW-2026-0002",
+                headers=inbound_headers(names.REFERRAL_CREATED),
+            )
+            dead = await _await_event(events, MessageDeadLettered, key="VERW-2026-0002")
+            console.print(
+                f"   [red]dead-lettered[/] on {hub.topics.dead_letter}: reason [bold]{dead.reason}[/] ({dead.detail})"
+            )
+
+            console.print()
+            console.print(
+                f"[bold]3. The patient consents[/]: sharing with {welfare.name}, on {hub.topics.consent_granted}"
+            )
+            consent = consent_resource("toestemming-0001", referral_id=referral_id)
+            await sender.send(
+                hub.topics.consent_granted,
+                to_bytes(consent),
+                key=referral_id.encode(),
+                headers=inbound_headers(names.CONSENT_GRANTED),
+            )
+            await _await_event(events, ConsentRecorded, consent_id="toestemming-0001")
+            console.print(
+                "   [green]consent received[/]: toestemming-0001 covers this referral and recipient"
+            )
+            released = await _await_event(events, ReferralReleased, referral_id=referral_id)
+            console.print(
+                f"   [green]released to {welfare.name}[/] at {released.released_at.isoformat()}"
+            )
+
+        record = await asyncio.wait_for(consumer.getone(), STEP_TIMEOUT)
+    finally:
+        await consumer.stop()
+        hub.observers.unsubscribe(events)
+
+    headers = {k: (v or b"").decode() for k, v in record.headers}
+    body = orjson.loads(record.value)
+    console.print()
+    console.print(
+        f"[bold]4. {welfare.name} receives on {welfare_topic}[/] (key {record.key.decode()}, "
+        f"ce_type {headers.get('ce_type')}, traceparent {headers.get('traceparent')})"
+    )
+    pretty = orjson.dumps(body, option=orjson.OPT_INDENT_2).decode()
+    console.print(
+        Panel(
+            Syntax(pretty, "json", theme="ansi_dark", word_wrap=True), title="welfare intake JSON"
+        )
+    )
+
+    view = hub.store.registration_of_referral(referral_id)
+    if view is not None:
+        console.print("[bold]Registration timeline[/] " + view.registration_id)
+        for entry in view.timeline:
+            console.print(
+                f"   {entry.at.isoformat(timespec='seconds')}  {entry.status:<20} by {entry.by}"
+            )
+
+    checks = {
+        "no BSN in the released JSON": not _contains_bsn(pretty) and DEMO_BSN not in pretty,
+        "no diagnosis or medication": "P03" not in pretty and "sertraline" not in pretty,
+        "released only after consent": view is not None
+        and [e.status for e in view.timeline] == ["received", "waiting-for-consent", "released"],
+    }
+    console.print()
+    for label, ok in checks.items():
+        console.print(f"   {'[green]ok[/]' if ok else '[red]FAILED[/]'}  {label}")
+    console.print("   [dim]feedback to the GP (feedback-returned) is not built yet[/]")
+    console.rule("[bold]demo finished")
+    return 0 if all(checks.values()) else 1

@@ -1,0 +1,179 @@
+"""The composition root: the one place that picks concrete adapters, creates topics,
+and wires the services' FastStream routers into one broker (CONTRACT §8 `schakel run`).
+
+Start-up order matters on the embedded broker, which auto-creates any topic a client so
+much as asks about: broker up, then every topic created explicitly, then clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from faststream.kafka import KafkaBroker
+
+from adapters.broker.admin import ClusterInfo, TopicReport, TopicSpec, cluster_info, ensure_topics
+from adapters.broker.consumer import AssignmentTracker, ConsumerTuning
+from adapters.broker.embedded import EmbeddedBroker
+from adapters.broker.outbox import OutboxRelay, make_producer
+from adapters.logging import get_logger
+from adapters.participants import load_participants
+from adapters.storage.store import Store
+from schemas import topics as topic_names
+from schemas.participants import Participants
+from schemas.topics import Topics
+from services.consent.app import create_router as consent_router
+from services.intake.app import create_router as intake_router
+from services.runtime import Hub, utc_now
+from services.settings import DEMO_PARTICIPANTS, HubSettings
+
+log = get_logger("schakel.hub")
+
+
+def topic_specs(
+    settings: HubSettings, participants: Participants, topics: Topics
+) -> list[TopicSpec]:
+    """Every fixed topic, and each participant's outbound topics (CONTRACT §2)."""
+    names = [topics.name(t) for t in topic_names.FIXED_TOPICS]
+    for p in participants:
+        if p.kind == "welfare":
+            names.append(topics.welfare_referrals(p.id))
+        elif p.kind == "gp-practice":
+            names.append(topics.his_feedback(p.id))
+        elif p.kind == "municipality" and p.cbs_code:
+            names.append(topics.wmo_registrations(p.cbs_code))
+    return [TopicSpec(n, settings.topic_partitions, settings.replication_factor) for n in names]
+
+
+def load_configured_participants(settings: HubSettings) -> Participants:
+    if settings.participants is None:
+        log.warning(
+            "SCHAKEL_PARTICIPANTS is not set: using the demo participants file",
+            path=str(DEMO_PARTICIPANTS),
+        )
+        return load_participants(DEMO_PARTICIPANTS)
+    return load_participants(settings.participants)
+
+
+@dataclass
+class RunningHub:
+    hub: Hub
+    bootstrap: str
+    cluster: ClusterInfo
+    topic_report: TopicReport
+    broker: KafkaBroker
+    relay: OutboxRelay
+    trackers: list[AssignmentTracker]
+    embedded: EmbeddedBroker | None = None
+    _stopped: bool = field(default=False, repr=False)
+
+    async def wait_assigned(self, timeout: float = 30.0) -> None:
+        """Until every consumer has its first partition assignment."""
+        await asyncio.wait_for(asyncio.gather(*(t.assigned.wait() for t in self.trackers)), timeout)
+
+    async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.broker.stop(), 15)
+        await self.relay.stop()
+        self.hub.store.dispose()
+        if self.embedded is not None:
+            self.embedded.stop()
+        log.info("hub stopped")
+
+
+async def _start_concurrently(broker: KafkaBroker) -> None:
+    """`KafkaBroker.start()` starts subscribers one after another, and each consumer waits
+    for its group join (about a second on the embedded broker): start them together."""
+    await broker.connect()
+    await asyncio.gather(*(sub.start() for sub in broker.subscribers))
+    broker.running = True
+
+
+async def start_hub(
+    settings: HubSettings,
+    *,
+    participants: Participants | None = None,
+    clock: Callable[[], datetime] = utc_now,
+) -> RunningHub:
+    """Start everything; raises `ConfigurationError` or `BrokerError` with a clear message."""
+    participants = participants or load_configured_participants(settings)
+    embedded: EmbeddedBroker | None = None
+    bootstrap = settings.kafka_bootstrap_servers
+    if not bootstrap:
+        embedded = EmbeddedBroker(
+            port=settings.embedded_broker_port, log_dir=settings.embedded_broker_log_dir
+        )
+        bootstrap = await asyncio.to_thread(embedded.start)
+        log.info(
+            "embedded broker started",
+            bootstrap=bootstrap,
+            pid=embedded.proc.pid if embedded.proc else None,
+            broker_log=str(embedded.log_path),
+        )
+    try:
+        cluster = await cluster_info(bootstrap)
+        topics = Topics(settings.topic_prefix)
+        report = await ensure_topics(bootstrap, topic_specs(settings, participants, topics))
+        for name, wanted, actual in report.partition_mismatch:
+            log.warning(
+                "topic has another partition count than configured; keeping it",
+                topic=name,
+                wanted=wanted,
+                actual=actual,
+            )
+        log.info(
+            "topics ready",
+            created=len(report.created),
+            existing=len(report.existing),
+            prefix=settings.topic_prefix,
+        )
+
+        store = Store(settings.database_url)
+        await asyncio.to_thread(store.migrate)
+        hub = Hub(
+            settings=settings, participants=participants, store=store, topics=topics, clock=clock
+        )
+        relay = OutboxRelay(
+            store, make_producer(bootstrap, max(1_048_576, settings.max_message_bytes * 2 + 65_536))
+        )
+        hub.relay = relay
+
+        tuning = ConsumerTuning.choose(
+            embedded=cluster.is_embedded,
+            session_timeout_ms=settings.session_timeout_ms,
+            heartbeat_interval_ms=settings.heartbeat_interval_ms,
+            fetch_max_wait_ms=settings.fetch_max_wait_ms,
+            max_message_bytes=settings.max_message_bytes,
+        )
+        trackers = [
+            AssignmentTracker(n) for n in ("intake", "consent-granted", "consent-withdrawn")
+        ]
+        broker = KafkaBroker(
+            bootstrap,
+            client_id="schakel-hub",
+            logger=logging.getLogger("schakel.faststream"),
+            log_level=logging.DEBUG,
+        )
+        broker.include_router(intake_router(hub, tuning, trackers[0]))
+        broker.include_router(consent_router(hub, tuning, trackers[1], trackers[2]))
+        await relay.start()
+        await _start_concurrently(broker)
+    except BaseException:
+        if embedded is not None:
+            embedded.stop()
+        raise
+    log.info(
+        "hub started",
+        bootstrap=bootstrap,
+        database=store.dialect,
+        participants=len(participants.by_id),
+        embedded=embedded is not None,
+    )
+    return RunningHub(hub, bootstrap, cluster, report, broker, relay, trackers, embedded)

@@ -1,0 +1,1 @@
+"""Intake: `referral-created` in; validated, routed referrals held at the consent gate."""

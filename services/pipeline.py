@@ -1,0 +1,177 @@
+"""The batch pipeline every consuming service runs.
+
+For one polled batch: `prepare` each record (parse, validate, route: CPU only, no store),
+then apply all of them in one store transaction, each record in its own savepoint. A
+record that fails with a `SchakelError` (bad input), or with an unexpected error (a bug),
+becomes a dead letter in that same transaction, so a poison message never blocks its
+partition and nothing is dropped. Store failures abort the batch; it is retried with
+bounded exponential backoff and, if the store stays down, re-delivered by the broker
+(the offsets are committed only after the transaction).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from sqlalchemy.exc import DBAPIError
+
+from adapters.broker.dead_letter import dead_letter
+from adapters.logging import get_logger
+from adapters.redaction import redact
+from adapters.storage.store import Tx
+from schemas.errors import InternalError, SchakelError
+from schemas.messages import InboundRecord
+from schemas.registration import HubEvent, MessageDeadLettered
+from services.runtime import Hub
+
+P = TypeVar("P")
+log = get_logger("schakel.pipeline")
+
+STORE_ATTEMPTS = 6
+STORE_BACKOFF_START = 0.2
+STORE_BACKOFF_MAX = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    error: SchakelError
+
+
+def _key_text(record: InboundRecord) -> str | None:
+    if record.key is None:
+        return None
+    try:
+        return record.key.decode("utf-8")[:64]
+    except UnicodeDecodeError:
+        return None
+
+
+class BatchPipeline(Generic[P]):
+    def __init__(
+        self,
+        hub: Hub,
+        *,
+        event_type: str,
+        prepare: Callable[[InboundRecord], P],
+        apply: Callable[[Tx, InboundRecord, P], list[HubEvent]],
+    ) -> None:
+        self.hub = hub
+        self.event_type = event_type
+        self._prepare = prepare
+        self._apply = apply
+
+    def _prepared(self, record: InboundRecord) -> P | Failed:
+        try:
+            return self._prepare(record)
+        except SchakelError as exc:
+            return Failed(exc)
+        except Exception as exc:  # noqa: BLE001 - a bug must not block the partition
+            log.exception("unexpected error while reading a record", position=record.position)
+            return Failed(
+                InternalError(f"unexpected {type(exc).__name__} while reading the message")
+            )
+
+    def _dead_letter(self, tx: Tx, record: InboundRecord, error: SchakelError) -> HubEvent:
+        tx.add_outbox(dead_letter(record, error, self.hub.topics.dead_letter))
+        return MessageDeadLettered(
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=_key_text(record),
+            reason=error.reason,
+            detail=redact(error.detail),
+        )
+
+    def _transaction(self, tx: Tx, work: list[tuple[InboundRecord, P | Failed]]) -> list[HubEvent]:
+        events: list[HubEvent] = []
+        for record, prepared in work:
+            if isinstance(prepared, Failed):
+                events.append(self._dead_letter(tx, record, prepared.error))
+                continue
+            try:
+                with tx.savepoint():
+                    events.extend(self._apply(tx, record, prepared))
+            except DBAPIError:
+                raise
+            except SchakelError as exc:
+                events.append(self._dead_letter(tx, record, exc))
+            except Exception as exc:  # noqa: BLE001 - a bug must not block the partition
+                log.exception("unexpected error while applying a record", position=record.position)
+                events.append(
+                    self._dead_letter(
+                        tx,
+                        record,
+                        InternalError(
+                            f"unexpected {type(exc).__name__} while applying the message"
+                        ),
+                    )
+                )
+        return events
+
+    def process(self, records: list[InboundRecord]) -> list[HubEvent]:
+        """Blocking; run it in a worker thread."""
+        work = [(r, self._prepared(r)) for r in records]
+        delay = STORE_BACKOFF_START
+        for attempt in range(1, STORE_ATTEMPTS + 1):
+            try:
+                return self.hub.store.run(lambda tx: self._transaction(tx, work))
+            except DBAPIError as exc:
+                if attempt == STORE_ATTEMPTS:
+                    raise
+                log.warning(
+                    "store unavailable, retrying batch",
+                    error=type(exc).__name__,
+                    attempt=attempt,
+                    retry_in_s=delay,
+                    records=len(records),
+                )
+                time.sleep(delay)
+                delay = min(delay * 2, STORE_BACKOFF_MAX)
+        raise AssertionError("unreachable")
+
+    async def handle(self, records: list[InboundRecord]) -> list[HubEvent]:
+        if not records:
+            return []
+        events = await asyncio.to_thread(self.process, records)
+        self.hub.committed(events)
+        for event in events:
+            _log_event(self.event_type, event)
+        return events
+
+
+def _log_event(event_type: str, event: HubEvent) -> None:
+    if isinstance(event, MessageDeadLettered):
+        log.warning(
+            "dead-lettered",
+            event_type=event_type,
+            outcome="dead-lettered",
+            reason=event.reason,
+            detail=event.detail,
+            referral_id=event.key,
+            topic=event.topic,
+            partition=event.partition,
+            offset=event.offset,
+        )
+        return
+    fields = event.model_dump(
+        include={"referral_id", "registration_id", "recipient_id", "consent_id", "status"}
+    )
+    log.info(
+        _OUTCOMES.get(type(event).__name__, type(event).__name__),
+        event_type=event_type,
+        outcome=_OUTCOMES.get(type(event).__name__, type(event).__name__),
+        **fields,
+    )
+
+
+_OUTCOMES = {
+    "ReferralReceived": "received",
+    "ReferralRedelivered": "duplicate-ignored",
+    "ReferralAwaitingConsent": "waiting-for-consent",
+    "ConsentRecorded": "consent-recorded",
+    "ReferralReleased": "released",
+}

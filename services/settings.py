@@ -1,0 +1,51 @@
+"""Settings shared by every service: `SCHAKEL_*` plus the bare `KAFKA_BOOTSTRAP_SERVERS`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEMO_PARTICIPANTS = Path(__file__).parent / "demo" / "participants.toml"
+
+
+class HubSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SCHAKEL_", extra="ignore")
+
+    kafka_bootstrap_servers: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "kafka_bootstrap_servers"),
+        description="Kafka to use; unset: start the embedded broker",
+    )
+    topic_prefix: str = Field(default="", description="prepended to every topic name, as given")
+    database_url: str = Field(default="sqlite:///var/schakel.db")
+    participants: Path | None = Field(
+        default=None, description="participants TOML; unset: the demo file (with a warning)"
+    )
+    env: Literal["development", "production"] = Field(
+        default="development", description="production refuses BSNs from the test range"
+    )
+    topic_partitions: int = Field(default=6, ge=1, le=1000)
+    replication_factor: int = Field(default=1, ge=1)
+    consumer_group_prefix: str = Field(
+        default="schakel", description="group ids: <prefix>-<service>"
+    )
+    max_message_bytes: int = Field(default=1_000_000, ge=1024)
+    fetch_max_wait_ms: int = Field(default=50, ge=0)
+    session_timeout_ms: int | None = Field(
+        default=None, description="unset: 1000 on the embedded broker, 10000 on Kafka"
+    )
+    heartbeat_interval_ms: int | None = None
+    log_level: str = "INFO"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    embedded_broker_port: int | None = None
+    embedded_broker_log_dir: Path | None = None
+
+    @property
+    def allow_test_bsn(self) -> bool:
+        return self.env != "production"
+
+    def group_id(self, service: str) -> str:
+        return f"{self.topic_prefix}{self.consumer_group_prefix}-{service}"

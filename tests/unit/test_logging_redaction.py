@@ -1,0 +1,74 @@
+"""BSNs and patient names never reach a log line, whatever a developer logs by mistake."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import orjson
+
+from adapters.fhir.common import personal_strings
+from adapters.logging import get_logger
+from adapters.redaction import redact, remember
+from services.demo.samples import referral_bundle
+
+BSN = "999900043"
+GIVEN, FAMILY = "Wilhelmina", "Oosterhuis-Smit"
+
+
+def _lines(buffer: io.StringIO) -> list[dict]:
+    return [orjson.loads(line) for line in buffer.getvalue().splitlines() if line.strip()]
+
+
+def test_bsn_is_masked_in_any_position(log_capture: io.StringIO) -> None:
+    log = get_logger("test")
+    log.info(f"patient {BSN} arrived", bsn=BSN, note=f"bsn={BSN}", nested={"deep": [BSN]})
+    log.warning("formatted", value=f"{BSN[:4]}.{BSN[4:6]}.{BSN[6:]}")
+    logging.getLogger("some.library").error("stdlib says %s", BSN)
+    try:
+        raise ValueError(f"bad bsn {BSN}")
+    except ValueError:
+        log.exception("crash")
+    text = log_capture.getvalue()
+    assert BSN not in text
+    assert "9999.00.043" not in text
+    assert text.count("[BSN]") >= 5
+    assert len(_lines(log_capture)) == 4
+
+
+def test_remembered_names_are_masked(log_capture: io.StringIO) -> None:
+    remember(personal_strings(referral_bundle(given=GIVEN, family=FAMILY)))
+    log = get_logger("test")
+    log.info(f"hello {GIVEN} {FAMILY}", who=f"{FAMILY.lower()}")
+    logging.getLogger("faststream").warning(
+        "message body: %r", {"family": FAMILY, "given": [GIVEN]}
+    )
+    try:
+        raise KeyError(GIVEN)
+    except KeyError:
+        logging.getLogger("aiokafka").exception("oops")
+    text = log_capture.getvalue()
+    assert GIVEN not in text
+    assert FAMILY not in text and FAMILY.lower() not in text
+    assert "[redacted]" in text
+
+
+def test_personal_keys_are_masked_outright(log_capture: io.StringIO) -> None:
+    get_logger("test").info(
+        "client", name="Someone Unknown", address="Nowhere 1", email="x@example.org"
+    )
+    (line,) = _lines(log_capture)
+    assert line["name"] == line["address"] == line["email"] == "[redacted]"
+
+
+def test_ordinary_values_survive(log_capture: io.StringIO) -> None:
+    get_logger("test").info("released", referral_id="VERW-2026-0001", offset=123456789, partition=3)
+    (line,) = _lines(log_capture)
+    assert line["referral_id"] == "VERW-2026-0001"
+    assert line["offset"] == 123456789
+    assert line["event"] == "released"
+
+
+def test_redact_leaves_non_bsn_numbers() -> None:
+    assert redact("offset 123456789 of 2026-12-01") == "offset 123456789 of 2026-12-01"
+    assert redact("123456782") == "[BSN]"
