@@ -111,6 +111,15 @@ def configure_logging(
     root.addHandler(handler)
     root.setLevel(level.upper())
     # Per-message chatter of the Kafka client stays out of INFO.
+    # Libraries that bring their own handlers (FastStream does, at import) would write past
+    # the redaction: take those handlers away and let the records reach ours.
+    for name in list(logging.root.manager.loggerDict):
+        other = logging.getLogger(name)
+        if other.handlers and not name.startswith("schakel"):
+            for old in list(other.handlers):
+                other.removeHandler(old)
+            other.propagate = True
+            other.setLevel(logging.NOTSET)
     for chatty in ("aiokafka", "alembic"):
         logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))
 

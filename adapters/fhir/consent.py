@@ -100,6 +100,19 @@ def consent_from_fhir(
     expected_status: frozenset[str] = GRANTED,
     allow_test_bsn: bool = True,
 ) -> Consent:
+    """A validated Consent to a `Consent`; raises `SchakelError` subclasses only."""
+    try:
+        return _consent(resource, participants, expected_status, allow_test_bsn)
+    except (TypeError, AttributeError, ValueError, KeyError, IndexError) as exc:
+        raise InvalidConsentError(f"unreadable consent ({type(exc).__name__})") from None
+
+
+def _consent(
+    resource: Json,
+    participants: Participants,
+    expected_status: frozenset[str],
+    allow_test_bsn: bool,
+) -> Consent:
     if resource.get("resourceType") != "Consent":
         raise InvalidConsentError(
             f"expected a Consent, got {str(resource.get('resourceType'))[:40]}"

@@ -182,7 +182,17 @@ def _practice(
 def referral_from_fhir(
     bundle: Json, participants: Participants, *, allow_test_bsn: bool = True
 ) -> Referral:
-    """A validated Bundle to a `Referral`; raises `SchakelError` subclasses only."""
+    """A validated Bundle to a `Referral`; raises `SchakelError` subclasses only.
+
+    The R4B models accept some values of the wrong JSON type (a number for a dateTime),
+    so anything the reader trips over is still a refusal with a reason."""
+    try:
+        return _referral(bundle, participants, allow_test_bsn=allow_test_bsn)
+    except (TypeError, AttributeError, ValueError, KeyError, IndexError) as exc:
+        raise InvalidReferralError(f"unreadable referral ({type(exc).__name__})") from None
+
+
+def _referral(bundle: Json, participants: Participants, *, allow_test_bsn: bool) -> Referral:
     if bundle.get("resourceType") != "Bundle":
         raise InvalidReferralError(f"expected a Bundle, got {str(bundle.get('resourceType'))[:40]}")
     if bundle.get("type") not in ACCEPTED_BUNDLE_TYPES:

@@ -75,8 +75,13 @@ def validate_resource(data: dict[str, Any]) -> str:
         model.model_validate(data)
     except ValidationError as exc:
         raise InvalidFhirError(f"{resource_type}: {_describe(exc)}") from None
-    except (TypeError, ValueError, RecursionError) as exc:
-        raise InvalidFhirError(f"{resource_type}: {type(exc).__name__}") from None
+    except KeyError:
+        # fhir_core looks nested resourceTypes up in a table and raises KeyError for unknown ones
+        raise InvalidFhirError(
+            f"{resource_type}: a nested resource has an unknown resourceType"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - the validator's own failure is still bad input
+        raise InvalidFhirError(f"{resource_type}: not valid FHIR ({type(exc).__name__})") from None
     _check_rules(data, resource_type)
     return resource_type
 

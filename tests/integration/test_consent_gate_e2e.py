@@ -98,6 +98,7 @@ async def test_bad_inputs_are_dead_lettered_and_the_hub_keeps_going(
 ) -> None:
     cases = [
         (names.REFERRAL_CREATED, b"\xff\xfe not json", "k-1", "invalid-json"),
+        (names.REFERRAL_CREATED, None, "k-null", "invalid-json"),
         (
             names.REFERRAL_CREATED,
             b'{"resourceType": "Patient", "id": "p", "unknownElement": 1}',

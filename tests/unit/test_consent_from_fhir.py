@@ -4,11 +4,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from adapters.fhir.consent import WITHDRAWN, consent_from_bytes
 from schemas.errors import SchakelError
 from schemas.participants import Participants
 from services.demo.samples import DEMO_BSN, REFERRAL_SYSTEM, consent_resource, to_bytes
+from tests.unit.mutation import mutate
 
 
 def _parse(resource: dict[str, Any], participants: Participants, **kw: Any):  # type: ignore[no-untyped-def]
@@ -97,3 +100,18 @@ def test_withdrawal_needs_inactive_and_may_omit_the_provision(participants: Part
     assert consent.status == "inactive"
     with pytest.raises(SchakelError, match="status must be inactive or rejected"):
         _parse(consent_resource("c-3"), participants, expected_status=WITHDRAWN)
+
+
+@settings(max_examples=600, deadline=None)
+@given(data=st.data())
+def test_mutated_consents_raise_only_schakel_errors(
+    data: st.DataObject, participants: Participants
+) -> None:
+    try:
+        consent = _parse(mutate(consent_resource(), data), participants)
+    except SchakelError as exc:
+        assert exc.detail
+        assert DEMO_BSN not in exc.detail
+    else:
+        assert consent.status == "active"
+        assert consent.recipients
