@@ -33,7 +33,11 @@ class Client(BaseModel):
     name_parts: tuple[str, ...] = Field(
         default=(), description="given names and family name parts, for log redaction"
     )
+    given_names: tuple[str, ...] = ()
+    family_prefix: str | None = Field(default=None, description="voorvoegsel, e.g. 'de'")
+    family_name: str | None = Field(default=None, description="achternaam without voorvoegsel")
     birth_date: date | None = None
+    gender: str | None = Field(default=None, description="FHIR AdministrativeGender")
     phone: str | None = None
     email: str | None = None
     address: PostalAddress | None = None
@@ -46,6 +50,7 @@ class Referrer(BaseModel):
     agb: Agb
     practice_id: ParticipantId
     practice_name: str
+    practice_agb: Agb | None = None
 
 
 class Referral(BaseModel):

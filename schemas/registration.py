@@ -7,6 +7,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 
+from schemas.consent import DataClass
+from schemas.disclosure import RecipientKind
 from schemas.referral import Referral
 
 
@@ -16,6 +18,7 @@ class RegistrationStatus(StrEnum):
     RECEIVED = "received"
     WAITING_FOR_CONSENT = "waiting-for-consent"
     RELEASED = "released"
+    REVOKED = "revoked"
 
 
 class StoredReferral(BaseModel):
@@ -65,8 +68,47 @@ class ReferralReleased(_Event):
     referral_id: str
     registration_id: str
     recipient_id: str
+    recipient_kind: RecipientKind = "welfare"
     consent_id: str
     released_at: datetime
+    classes: frozenset[DataClass] = frozenset()
+
+
+class ReferralUpdated(_Event):
+    """A recipient's view of a released referral changed (re-sent referral, wider consent)."""
+
+    referral_id: str
+    registration_id: str
+    recipient_id: str
+    recipient_kind: RecipientKind = "welfare"
+    consent_id: str
+    updated_at: datetime
+    classes: frozenset[DataClass] = frozenset()
+
+
+class ReferralRevoked(_Event):
+    """No consent covers a recipient that already received the referral any more."""
+
+    referral_id: str
+    registration_id: str
+    recipient_id: str
+    recipient_kind: RecipientKind = "welfare"
+    revoked_at: datetime
+    cause: str
+
+
+class ReleaseState(BaseModel):
+    """What the store remembers of one release (referral x recipient)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    referral_id: str
+    recipient_id: str
+    registration_id: str
+    consent_id: str
+    released_at: datetime
+    fingerprint: str
+    revoked_at: datetime | None = None
 
 
 class MessageDeadLettered(_Event):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from rich.console import Console
 
 from adapters.broker.admin import BrokerError
 from adapters.logging import configure_logging, get_logger
+from adapters.redaction import redact
 from schemas import topics as names
 from schemas.errors import ConfigurationError, SchakelError
 from services.settings import HubSettings
@@ -176,8 +178,17 @@ def send(
 
 
 def main() -> None:
-    with contextlib.suppress(BrokenPipeError):
-        app()
+    """Bad input and bad settings end in a one-line error (the commands catch those); a bug
+    ends in one redacted line too, with the traceback behind SCHAKEL_DEBUG=1."""
+    try:
+        with contextlib.suppress(BrokenPipeError):
+            app()
+    except Exception as exc:  # noqa: BLE001 - last line of defence for the user
+        if os.environ.get("SCHAKEL_DEBUG") == "1":
+            raise
+        err.print(f"[red]internal error[/]: {type(exc).__name__}: {redact(str(exc))[:300]}")
+        err.print("[dim]set SCHAKEL_DEBUG=1 to see the traceback[/]")
+        sys.exit(70)
     sys.stdout.flush()
 
 

@@ -30,6 +30,8 @@ from services.consent.app import create_router as consent_router
 from services.intake.app import create_router as intake_router
 from services.runtime import Hub, utc_now
 from services.settings import DEMO_PARTICIPANTS, HubSettings
+from services.timers.handlers import Ticker
+from services.timers.settings import TimerSettings
 
 log = get_logger("schakel.hub")
 
@@ -68,6 +70,7 @@ class RunningHub:
     broker: KafkaBroker
     relay: OutboxRelay
     trackers: list[AssignmentTracker]
+    ticker: Ticker
     embedded: EmbeddedBroker | None = None
     _stopped: bool = field(default=False, repr=False)
 
@@ -79,6 +82,7 @@ class RunningHub:
         if self._stopped:
             return
         self._stopped = True
+        await self.ticker.stop()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.broker.stop(), 15)
         await self.relay.stop()
@@ -165,6 +169,8 @@ async def start_hub(
         broker.include_router(consent_router(hub, tuning, trackers[1], trackers[2]))
         await relay.start()
         await _start_concurrently(broker)
+        ticker = Ticker(hub, TimerSettings().interval_seconds)
+        ticker.start()
     except BaseException:
         if embedded is not None:
             embedded.stop()
@@ -176,4 +182,4 @@ async def start_hub(
         participants=len(participants.by_id),
         embedded=embedded is not None,
     )
-    return RunningHub(hub, bootstrap, cluster, report, broker, relay, trackers, embedded)
+    return RunningHub(hub, bootstrap, cluster, report, broker, relay, trackers, ticker, embedded)

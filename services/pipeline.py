@@ -139,11 +139,11 @@ class BatchPipeline(Generic[P]):
         events = await asyncio.to_thread(self.process, records)
         self.hub.committed(events)
         for event in events:
-            _log_event(self.event_type, event)
+            log_event(self.event_type, event)
         return events
 
 
-def _log_event(event_type: str, event: HubEvent) -> None:
+def log_event(event_type: str, event: HubEvent) -> None:
     if isinstance(event, MessageDeadLettered):
         log.warning(
             "dead-lettered",
@@ -158,7 +158,7 @@ def _log_event(event_type: str, event: HubEvent) -> None:
         )
         return
     fields = event.model_dump(
-        include={"referral_id", "registration_id", "recipient_id", "consent_id", "status"}
+        include={"referral_id", "registration_id", "recipient_id", "consent_id", "status", "cause"}
     )
     log.info(
         _OUTCOMES.get(type(event).__name__, type(event).__name__),
@@ -174,4 +174,6 @@ _OUTCOMES = {
     "ReferralAwaitingConsent": "waiting-for-consent",
     "ConsentRecorded": "consent-recorded",
     "ReferralReleased": "released",
+    "ReferralUpdated": "updated",
+    "ReferralRevoked": "revoked",
 }

@@ -117,11 +117,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def golden(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
     """Compare text with tests/golden/<name>; `--update-golden` rewrites it instead."""
 
-    def check(name: str, text: str) -> None:
+    def check(name: str, text: str | bytes) -> None:
+        """Byte for byte: line ends (CRLF in iWmo XML) are part of the format."""
+        data = text.encode("utf-8") if isinstance(text, str) else text
         path = ROOT / "tests" / "golden" / name
         if request.config.getoption("--update-golden"):
-            path.write_text(text, "utf-8")
+            path.write_bytes(data)
         assert path.exists(), f"no golden file {path}; run pytest --update-golden and review it"
-        assert text == path.read_text("utf-8")
+        assert data == path.read_bytes()
 
     return check

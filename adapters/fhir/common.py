@@ -87,6 +87,38 @@ def human_name(resource: Json) -> tuple[str, tuple[str, ...]] | None:
     return display, parts
 
 
+_OWN_PREFIX = "http://hl7.org/fhir/StructureDefinition/humanname-own-prefix"
+_OWN_NAME = "http://hl7.org/fhir/StructureDefinition/humanname-own-name"
+DUTCH_PREFIXES = frozenset(
+    "van de der den het ten ter te in op aan bij uit 't d' la le du da di del des von vom zu".split()
+)
+
+
+def name_parts(resource: Json) -> tuple[tuple[str, ...], str | None, str | None]:
+    """Given names, voorvoegsel and achternaam (nl-core extensions first, else the leading
+    lower-case Dutch prefixes of `family`)."""
+    names = [n for n in resource.get("name") or () if isinstance(n, dict)]
+    if not names:
+        return (), None, None
+    chosen = next((n for n in names if n.get("use") == "official"), names[0])
+    given = tuple(g for g in chosen.get("given") or () if isinstance(g, str) and g.strip())
+    family = chosen.get("family") if isinstance(chosen.get("family"), str) else None
+    exts = {
+        e.get("url"): e.get("valueString")
+        for e in ((chosen.get("_family") or {}).get("extension") or ())
+        if isinstance(e, dict)
+    }
+    if exts.get(_OWN_NAME):
+        return given, exts.get(_OWN_PREFIX) or None, exts[_OWN_NAME]
+    if not family:
+        return given, None, None
+    words = family.split()
+    prefix: list[str] = []
+    while len(words) > 1 and words[0] in DUTCH_PREFIXES:
+        prefix.append(words.pop(0))
+    return given, " ".join(prefix) or None, " ".join(words)
+
+
 def first_line(text: str, limit: int = 200) -> str:
     line = text.strip().splitlines()[0].strip() if text.strip() else ""
     return line[:limit]

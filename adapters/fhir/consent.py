@@ -11,7 +11,15 @@ from datetime import timedelta
 
 from adapters.fhir.common import Json, check_id, parse_datetime, patient_bsn
 from adapters.fhir.validate import DEFAULT_MAX_BYTES, load_json, validate_resource
-from schemas.consent import Consent, ReferralRef
+from schemas.consent import (
+    CONTACT_CLASSES,
+    CONTACT_SHORTHAND,
+    DATA_CLASS_SYSTEM,
+    DEFAULT_CLASSES,
+    Consent,
+    DataClass,
+    ReferralRef,
+)
 from schemas.errors import InvalidConsentError, UnknownParticipantError
 from schemas.participants import Participants
 
@@ -93,6 +101,29 @@ def _referrals(provision: Json) -> tuple[ReferralRef, ...]:
     return tuple(refs)
 
 
+def _classes(provision: Json) -> frozenset[DataClass]:
+    """`provision.class`: codes of urn:schakel:consent-data. Absent: the referral and its
+    contact data. A class the hub cannot read is refused, not ignored: ignoring it would
+    widen the consent to the default."""
+    codings = provision.get("class")
+    if not codings:
+        return DEFAULT_CLASSES
+    found: set[DataClass] = set()
+    for index, coding in enumerate(codings):
+        code = coding.get("code")
+        if coding.get("system") != DATA_CLASS_SYSTEM:
+            raise InvalidConsentError(
+                f"Consent.provision.class[{index}] must use system {DATA_CLASS_SYSTEM}"
+            )
+        if code == CONTACT_SHORTHAND:
+            found.update(CONTACT_CLASSES)
+        elif code in DataClass._value2member_map_:
+            found.add(DataClass(code))
+        else:
+            raise InvalidConsentError(f"Consent.provision.class[{index}]: unknown data class code")
+    return frozenset(found)
+
+
 def consent_from_fhir(
     resource: Json,
     participants: Participants,
@@ -143,21 +174,41 @@ def _consent(
 
     provision = resource.get("provision") or {}
     active = status == "active"
-    if active and provision.get("type") != "permit":
-        raise InvalidConsentError("Consent.provision.type must be permit")
-    recipients = _recipients(provision, resource, participants)
-    if active and not recipients:
+    if provision.get("provision"):
+        raise InvalidConsentError(
+            "nested Consent.provision.provision is not supported; send one Consent per rule"
+        )
+    objection = provision.get("type") == "deny"
+    if objection:
+        if (
+            provision.get("actor")
+            or provision.get("data")
+            or provision.get("class")
+            or provision.get("period")
+        ):
+            raise InvalidConsentError(
+                "a deny provision must name no actor, data, class or period: it is the patient's "
+                "objection to any exchange"
+            )
+        if bsn is None:
+            raise InvalidConsentError("an objection must name the patient by BSN")
+    elif active and provision.get("type") != "permit":
+        raise InvalidConsentError("Consent.provision.type must be permit, or deny for an objection")
+    recipients = () if objection else _recipients(provision, resource, participants)
+    if active and not objection and not recipients:
         raise InvalidConsentError("Consent.provision.actor names no recipient with role IRCP")
-    referrals = _referrals(provision)
-    if active and not referrals and bsn is None:
+    referrals = () if objection else _referrals(provision)
+    if active and not objection and not referrals and bsn is None:
         raise InvalidConsentError("Consent names no referral and no patient BSN: it covers nobody")
     period = provision.get("period") or {}
     return Consent(
         consent_id=consent_id,
         status=status,
+        kind="objection" if objection else "permit",
         patient_bsn=bsn,
         recipients=recipients,
         referrals=referrals,
+        classes=DEFAULT_CLASSES if objection else _classes(provision),
         period_start=parse_datetime(period.get("start")),
         period_end=_period_end(period.get("end")),
         recorded_at=parse_datetime(resource.get("dateTime")),

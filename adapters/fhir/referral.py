@@ -15,6 +15,7 @@ from adapters.fhir.common import (
     first_line,
     human_name,
     identifier_value,
+    name_parts,
     parse_datetime,
     parse_full_date,
     patient_bsn,
@@ -267,6 +268,8 @@ def _referral(bundle: Json, participants: Participants, *, allow_test_bsn: bool)
             performer_id = found.id
             break
 
+    given_names, family_prefix, family_name = name_parts(patient)
+    gender = patient.get("gender") if isinstance(patient.get("gender"), str) else None
     return Referral(
         referral_id=referral_id,
         identifier_system=identifiers[0].get("system"),
@@ -276,7 +279,11 @@ def _referral(bundle: Json, participants: Participants, *, allow_test_bsn: bool)
             bsn=bsn,
             name=named[0],
             name_parts=named[1],
+            given_names=given_names,
+            family_prefix=family_prefix,
+            family_name=family_name,
             birth_date=parse_full_date(patient.get("birthDate")),
+            gender=gender,
             phone=_telecom(patient, "phone"),
             email=_telecom(patient, "email"),
             address=_address(patient, participants),
@@ -286,6 +293,9 @@ def _referral(bundle: Json, participants: Participants, *, allow_test_bsn: bool)
             agb=agb,
             practice_id=practice.id,
             practice_name=practice.name,
+            practice_agb=next(
+                (i.value for i in practice.identifiers if i.system == AGB_SYSTEM), None
+            ),
         ),
         performer_id=performer_id,
     )

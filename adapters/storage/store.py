@@ -36,7 +36,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from adapters.storage import tables as t
 from schemas.consent import Consent
 from schemas.messages import OutboundMessage
-from schemas.registration import ReferralReleased, StoredReferral
+from schemas.registration import ReleaseState, StoredReferral
 
 T = TypeVar("T")
 
@@ -161,10 +161,14 @@ class Tx:
         return Consent.model_validate_json(row.body) if row else None
 
     def put_consent(self, consent: Consent, received_at: datetime) -> None:
+        starts_later = consent.period_start is not None and consent.period_start > received_at
         values = {
             "status": consent.status,
+            "kind": consent.kind,
             "patient_bsn": str(consent.patient_bsn) if consent.patient_bsn else None,
             "names_referrals": bool(consent.referrals),
+            "period_start": consent.period_start,
+            "started": not starts_later,
             "body": consent.model_dump_json(),
             "updated_at": received_at,
         }
@@ -206,23 +210,71 @@ class Tx:
         )
         return [Consent.model_validate_json(r.body) for r in rows]
 
-    # --- releases and registrations -------------------------------------------------
-    def released_to(self, referral_id: str) -> set[str]:
+    def consents_starting(self, until: datetime) -> list[Consent]:
         rows = self.conn.execute(
-            select(t.releases.c.recipient_id).where(t.releases.c.referral_id == referral_id)
-        )
-        return {r.recipient_id for r in rows}
-
-    def record_release(self, release: ReferralReleased) -> None:
-        self.conn.execute(
-            insert(t.releases).values(
-                referral_id=release.referral_id,
-                recipient_id=release.recipient_id,
-                registration_id=release.registration_id,
-                consent_id=release.consent_id,
-                released_at=release.released_at,
+            select(t.consents.c.body)
+            .where(
+                t.consents.c.started.is_(False),
+                t.consents.c.status == "active",
+                t.consents.c.period_start <= until,
             )
+            .order_by(t.consents.c.period_start, t.consents.c.consent_id)
         )
+        return [Consent.model_validate_json(r.body) for r in rows]
+
+    def mark_started(self, consent_id: str) -> None:
+        self.conn.execute(
+            update(t.consents).where(t.consents.c.consent_id == consent_id).values(started=True)
+        )
+
+    # --- releases and registrations -------------------------------------------------
+    def releases_of(self, referral_id: str) -> dict[str, ReleaseState]:
+        rows = self.conn.execute(select(t.releases).where(t.releases.c.referral_id == referral_id))
+        return {
+            r.recipient_id: ReleaseState(
+                referral_id=r.referral_id,
+                recipient_id=r.recipient_id,
+                registration_id=r.registration_id,
+                consent_id=r.consent_id,
+                released_at=r.released_at,
+                fingerprint=r.fingerprint,
+                revoked_at=r.revoked_at,
+            )
+            for r in rows
+        }
+
+    def record_release(self, release: ReleaseState) -> None:
+        self.conn.execute(insert(t.releases).values(**release.model_dump()))
+
+    def set_fingerprint(self, referral_id: str, recipient_id: str, fingerprint: str) -> None:
+        self.conn.execute(
+            update(t.releases)
+            .where(
+                t.releases.c.referral_id == referral_id, t.releases.c.recipient_id == recipient_id
+            )
+            .values(fingerprint=fingerprint)
+        )
+
+    def mark_revoked(self, referral_id: str, recipient_id: str, at: datetime) -> None:
+        self.conn.execute(
+            update(t.releases)
+            .where(
+                t.releases.c.referral_id == referral_id, t.releases.c.recipient_id == recipient_id
+            )
+            .values(revoked_at=at)
+        )
+
+    def next_number(self, name: str) -> int:
+        """A counter that never repeats a value (part of this transaction)."""
+        row = self.conn.execute(select(t.counters.c.value).where(t.counters.c.name == name)).first()
+        value = (row.value if row else 0) + 1
+        if row:
+            self.conn.execute(
+                update(t.counters).where(t.counters.c.name == name).values(value=value)
+            )
+        else:
+            self.conn.execute(insert(t.counters).values(name=name, value=value))
+        return value
 
     def add_status(self, registration_id: str, status: str, at: datetime, by: str) -> None:
         self.conn.execute(

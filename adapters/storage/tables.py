@@ -20,6 +20,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy.sql import true
 from sqlalchemy.types import TypeDecorator
 
 metadata = MetaData()
@@ -65,8 +66,11 @@ consents = Table(
     metadata,
     Column("consent_id", String(64), primary_key=True),
     Column("status", String(16), nullable=False),
+    Column("kind", String(16), nullable=False, server_default="permit"),
     Column("patient_bsn", String(9), nullable=True, index=True),
     Column("names_referrals", Boolean, nullable=False),
+    Column("period_start", UtcDateTime, nullable=True),
+    Column("started", Boolean, nullable=False, server_default=true()),
     Column("body", Text, nullable=False),
     Column("received_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
@@ -87,6 +91,15 @@ releases = Table(
     Column("registration_id", String(36), nullable=False),
     Column("consent_id", String(64), nullable=False),
     Column("released_at", UtcDateTime, nullable=False),
+    Column("fingerprint", String(64), nullable=False, server_default=""),
+    Column("revoked_at", UtcDateTime, nullable=True),
+)
+
+counters = Table(
+    "counters",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", BigInteger, nullable=False),
 )
 
 registrations = Table(

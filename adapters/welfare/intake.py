@@ -1,7 +1,7 @@
-"""Welfare intake JSON from a referral (CONTRACT §4). Pure.
+"""Welfare intake JSON from a disclosure (CONTRACT §4), and the revoke notice. Pure.
 
-Minimisation is structural: `WelfareIntake` has no field for a BSN, codes, medication or
-notes, and only the one-line reason travels.
+Minimisation happened before (`services.domain.minimise`); this renders what is there.
+`WelfareIntake` has no field for a BSN, codes, medication or notes in any case.
 """
 
 from __future__ import annotations
@@ -10,41 +10,35 @@ from datetime import datetime
 
 import orjson
 
-from adapters.broker.cloudevents import ce_headers
-from schemas.ids import release_id
-from schemas.messages import OutboundMessage
-from schemas.referral import Referral
-from schemas.registration import ReferralReleased
-from schemas.topics import CE_REFERRAL_RELEASED
+from schemas.disclosure import Disclosure
 from schemas.welfare import IntakeAddress, IntakeClient, IntakeReferrer, WelfareIntake
 
 
-def intake_from_referral(
-    referral: Referral,
+def intake_from_disclosure(
+    disclosure: Disclosure,
     *,
     registration_id: str,
     consent_id: str,
     released_at: datetime,
     contact_within_days: int,
 ) -> WelfareIntake:
-    client = referral.client
-    address = client.address
+    address = disclosure.address
     return WelfareIntake(
-        referral_id=referral.referral_id,
+        referral_id=disclosure.referral_id,
         registration_id=registration_id,
         released_at=released_at,
         client=IntakeClient(
-            name=client.name,
-            birth_date=client.birth_date,
-            phone=client.phone,
-            email=client.email,
+            name=disclosure.name,
+            birth_date=disclosure.birth_date,
+            phone=disclosure.phone,
+            email=disclosure.email,
             address=IntakeAddress(**address.model_dump()) if address is not None else None,
         ),
-        reason=referral.reason,
+        reason=disclosure.reason or "",
         referrer=IntakeReferrer(
-            name=referral.referrer.name,
-            agb=referral.referrer.agb,
-            practice=referral.referrer.practice_name,
+            name=disclosure.referrer.name,
+            agb=disclosure.referrer.agb,
+            practice=disclosure.referrer.practice_name,
         ),
         contact_within_days=contact_within_days,
         consent_id=consent_id,
@@ -56,33 +50,15 @@ def intake_json(intake: WelfareIntake) -> bytes:
     return orjson.dumps(intake.model_dump(mode="json", exclude_none=True))
 
 
-def release_message(
-    release: ReferralReleased,
-    referral: Referral,
-    *,
-    topic: str,
-    contact_within_days: int,
-    traceparent: str,
-) -> OutboundMessage:
-    """The `nl.schakel.referral-released.v1` message for one release."""
-    intake = intake_from_referral(
-        referral,
-        registration_id=release.registration_id,
-        consent_id=release.consent_id,
-        released_at=release.released_at,
-        contact_within_days=contact_within_days,
-    )
-    ce_id = release_id(release.referral_id, release.recipient_id)
-    return OutboundMessage(
-        message_id=ce_id,
-        topic=topic,
-        key=release.referral_id.encode(),
-        value=intake_json(intake),
-        headers=ce_headers(
-            ce_id=ce_id,
-            ce_type=CE_REFERRAL_RELEASED,
-            time=release.released_at,
-            traceparent=traceparent,
-            subject=release.referral_id,
-        ),
+def revoked_json(
+    *, referral_id: str, registration_id: str, revoked_at: datetime, reason: str
+) -> bytes:
+    """`nl.schakel.referral-revoked.v1` (CONTRACT §4): ids only, nothing personal."""
+    return orjson.dumps(
+        {
+            "referral_id": referral_id,
+            "registration_id": registration_id,
+            "revoked_at": revoked_at.isoformat().replace("+00:00", "Z"),
+            "reason": reason,
+        }
     )

@@ -13,13 +13,14 @@ from schemas.messages import InboundRecord
 from schemas.registration import HubEvent
 from schemas.topics import CE_CONSENT_GRANTED, CE_CONSENT_WITHDRAWN
 from services.domain import gate
-from services.outputs import releases_to_outbox
+from services.outputs import gate_policy, outputs_to_outbox
 from services.pipeline import BatchPipeline
 from services.runtime import Hub
 
 
 def consent_pipeline(hub: Hub, *, withdrawn: bool = False) -> BatchPipeline[Consent]:
     settings = hub.settings
+    policy = gate_policy(hub)
     expected = WITHDRAWN if withdrawn else GRANTED
 
     def prepare(record: InboundRecord) -> Consent:
@@ -31,8 +32,8 @@ def consent_pipeline(hub: Hub, *, withdrawn: bool = False) -> BatchPipeline[Cons
         )
 
     def apply(tx: Tx, record: InboundRecord, consent: Consent) -> list[HubEvent]:
-        result = gate.on_consent(tx, consent, hub.clock())
-        releases_to_outbox(hub, tx, result, record)
+        result = gate.on_consent(tx, consent, hub.clock(), policy)
+        outputs_to_outbox(hub, tx, result, record)
         return list(result.events)
 
     return BatchPipeline(

@@ -8,6 +8,7 @@ organisation (it consumes its topic), and awaits each step as an event, never a 
 from __future__ import annotations
 
 import asyncio
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,7 +20,9 @@ from rich.panel import Panel
 from rich.syntax import Syntax
 
 from adapters.broker.client import Sender, inbound_headers
+from adapters.municipal.iwmo import validate
 from schemas import topics as names
+from schemas.errors import SchakelError
 from schemas.identifiers import bsn_valid
 from schemas.registration import (
     ConsentRecorded,
@@ -43,8 +46,6 @@ async def _await_event(queue: asyncio.Queue[HubEvent], kind: type[E], **match: A
 
 
 def _contains_bsn(text: str) -> bool:
-    import re
-
     return any(bsn_valid(m) for m in re.findall(r"(?<!\d)\d{9}(?!\d)", text))
 
 
@@ -81,15 +82,19 @@ async def _journey(console: Console, running: RunningHub) -> int:
         f"{len(hub.participants.by_id)} participants."
     )
     events = hub.observers.subscribe()
+    municipality = hub.participants.by_id["gemeente-hoogeveen"]
     welfare_topic = hub.topics.welfare_referrals(welfare.id)
+    wmo_topic = hub.topics.wmo_registrations(municipality.cbs_code or "")
+    # The demo plays both recipients: it reads their topics from the beginning.
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=running.bootstrap, enable_auto_commit=False, client_id="demo-welfare"
+        bootstrap_servers=running.bootstrap, enable_auto_commit=False, client_id="demo-recipients"
     )
     await consumer.start()
     try:
         partitions = [
-            TopicPartition(welfare_topic, p)
-            for p in sorted(consumer.partitions_for_topic(welfare_topic) or [])
+            TopicPartition(topic, p)
+            for topic in (welfare_topic, wmo_topic)
+            for p in sorted(consumer.partitions_for_topic(topic) or [])
         ]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
@@ -130,9 +135,12 @@ async def _journey(console: Console, running: RunningHub) -> int:
 
             console.print()
             console.print(
-                f"[bold]3. The patient consents[/]: sharing with {welfare.name}, on {hub.topics.consent_granted}"
+                f"[bold]3. The patient consents[/]: sharing with {welfare.name} and "
+                f"{municipality.name}, on {hub.topics.consent_granted}"
             )
-            consent = consent_resource("toestemming-0001", referral_id=referral_id)
+            consent = consent_resource(
+                "toestemming-0001", referral_id=referral_id, municipality_cbs=("0118",)
+            )
             await sender.send(
                 hub.topics.consent_granted,
                 to_bytes(consent),
@@ -141,14 +149,20 @@ async def _journey(console: Console, running: RunningHub) -> int:
             )
             await _await_event(events, ConsentRecorded, consent_id="toestemming-0001")
             console.print(
-                "   [green]consent received[/]: toestemming-0001 covers this referral and recipient"
+                "   [green]consent received[/]: toestemming-0001 covers this referral and both recipients"
             )
-            released = await _await_event(events, ReferralReleased, referral_id=referral_id)
-            console.print(
-                f"   [green]released to {welfare.name}[/] at {released.released_at.isoformat()}"
-            )
+            for _ in range(2):
+                released = await _await_event(events, ReferralReleased, referral_id=referral_id)
+                name = hub.participants.by_id[released.recipient_id].name
+                console.print(
+                    f"   [green]released to {name}[/] at {released.released_at.isoformat()}"
+                )
 
-        record = await asyncio.wait_for(consumer.getone(), STEP_TIMEOUT)
+        received: dict[str, Any] = {}
+        while len(received) < 2:
+            got = await asyncio.wait_for(consumer.getone(), STEP_TIMEOUT)
+            received[got.topic] = got
+        record, registration = received[welfare_topic], received[wmo_topic]
     finally:
         await consumer.stop()
         hub.observers.unsubscribe(events)
@@ -167,6 +181,18 @@ async def _journey(console: Console, running: RunningHub) -> int:
         )
     )
 
+    xml = registration.value.decode("utf-8").replace("\r\n", "\n")
+    shown = re.sub(r"<Bsn>\d+</Bsn>", "<Bsn>*********</Bsn>", xml)
+    console.print(
+        f"[bold]5. {municipality.name} receives on {wmo_topic}[/] "
+        f"(iWmo-style XML, validated against schemas/xsd before it was sent; the BSN is masked here)"
+    )
+    console.print(
+        Panel(
+            Syntax(shown, "xml", theme="ansi_dark", word_wrap=True), title="municipal registration"
+        )
+    )
+
     view = hub.store.registration_of_referral(referral_id)
     if view is not None:
         console.print("[bold]Registration timeline[/] " + view.registration_id)
@@ -175,9 +201,18 @@ async def _journey(console: Console, running: RunningHub) -> int:
                 f"   {entry.at.isoformat(timespec='seconds')}  {entry.status:<20} by {entry.by}"
             )
 
+    try:
+        validate(registration.value)
+        xml_valid = True
+    except SchakelError:
+        xml_valid = False
     checks = {
         "no BSN in the released JSON": not _contains_bsn(pretty) and DEMO_BSN not in pretty,
-        "no diagnosis or medication": "P03" not in pretty and "sertraline" not in pretty,
+        "no diagnosis or medication": all(
+            w not in pretty + xml for w in ("P03", "sertraline", "Depressief")
+        ),
+        "municipal XML is XSD-valid, GP as Verwijzer (type 02)": xml_valid
+        and "<Type>02</Type>" in xml,
         "released only after consent": view is not None
         and [e.status for e in view.timeline] == ["received", "waiting-for-consent", "released"],
     }

@@ -7,7 +7,8 @@ from typing import Any
 
 import orjson
 
-from schemas.identifiers import AGB_SYSTEM, BSN_SYSTEM, URA_SYSTEM
+from schemas.consent import DATA_CLASS_SYSTEM
+from schemas.identifiers import AGB_SYSTEM, BSN_SYSTEM, CBS_SYSTEM, URA_SYSTEM
 
 REFERRAL_SYSTEM = "urn:oid:2.16.840.1.113883.2.4.3.11.999.7.1"
 DEMO_BSN = "999900018"
@@ -36,6 +37,7 @@ def referral_bundle(
         "id": "pat-1",
         "identifier": [{"system": BSN_SYSTEM, "value": bsn}],
         "name": [{"use": "official", "family": family, "given": [given]}],
+        "gender": "female",
         "birthDate": "1948-03-14",
         "address": [
             {
@@ -142,7 +144,12 @@ def consent_resource(
     recipient_ura: tuple[str, ...] = (WELFARE_URA,),
     status: str = "active",
     period: dict[str, str] | None = None,
+    municipality_cbs: tuple[str, ...] = (),
+    classes: tuple[str, ...] = (),
 ) -> dict[str, Any]:
+    recipients = [(URA_SYSTEM, ura) for ura in recipient_ura] + [
+        (CBS_SYSTEM, cbs) for cbs in municipality_cbs
+    ]
     provision: dict[str, Any] = {
         "type": "permit",
         "actor": [
@@ -155,11 +162,13 @@ def consent_resource(
                         }
                     ]
                 },
-                "reference": {"identifier": {"system": URA_SYSTEM, "value": ura}},
+                "reference": {"identifier": {"system": system, "value": value}},
             }
-            for ura in recipient_ura
+            for system, value in recipients
         ],
     }
+    if classes:
+        provision["class"] = [{"system": DATA_CLASS_SYSTEM, "code": code} for code in classes]
     if period:
         provision["period"] = period
     if referral_id:

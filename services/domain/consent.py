@@ -5,10 +5,11 @@ A refusal is a return value, not an exception: the gate asks, and waits when tol
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from schemas.consent import Consent
+from schemas.consent import Consent, DataClass
 from schemas.referral import Referral
 
 
@@ -32,8 +33,19 @@ def names_referral(consent: Consent, referral: Referral) -> bool:
     return False
 
 
-def covers(consent: Consent, referral: Referral, recipient_id: str, at: datetime) -> Decision:
-    """Does `consent` permit releasing `referral` to `recipient_id` at moment `at`?"""
+def _in_period(consent: Consent, at: datetime) -> Decision | None:
+    if consent.period_start is not None and at < consent.period_start:
+        return Decision(False, "consent period not yet started")
+    if consent.period_end is not None and at > consent.period_end:
+        return Decision(False, "consent period ended")
+    return None
+
+
+def applies(consent: Consent, referral: Referral, recipient_id: str, at: datetime) -> Decision:
+    """Is `consent` a permit, in force at `at`, for this patient, this referral and this
+    recipient? (Which data it lets through is its `classes`.)"""
+    if consent.is_objection:
+        return Decision(False, "an objection permits nothing")
     if consent.status != "active":
         return Decision(False, f"consent is {consent.status}")
     if recipient_id not in consent.recipients:
@@ -45,18 +57,51 @@ def covers(consent: Consent, referral: Referral, recipient_id: str, at: datetime
             return Decision(False, "consent names other referrals")
     elif consent.patient_bsn is None:
         return Decision(False, "consent names neither referral nor patient")
-    if consent.period_start is not None and at < consent.period_start:
-        return Decision(False, "consent period not yet started")
-    if consent.period_end is not None and at > consent.period_end:
-        return Decision(False, "consent period ended")
-    return Decision(True, "covered")
+    outside = _in_period(consent, at)
+    return outside if outside is not None else Decision(True, "applies")
 
 
-def first_covering(
-    consents: list[Consent], referral: Referral, recipient_id: str, at: datetime
-) -> Consent | None:
-    """The covering consent the release is based on; deterministic (by consent id)."""
-    for consent in sorted(consents, key=lambda c: c.consent_id):
-        if covers(consent, referral, recipient_id, at):
-            return consent
-    return None
+def covers(consent: Consent, referral: Referral, recipient_id: str, at: datetime) -> Decision:
+    """Does `consent` on its own permit releasing `referral` to `recipient_id` at `at`?"""
+    decision = applies(consent, referral, recipient_id, at)
+    if decision and DataClass.REFERRAL not in consent.classes:
+        return Decision(False, "consent does not cover the referral itself")
+    return decision
+
+
+def objects(consent: Consent, referral: Referral, at: datetime) -> bool:
+    """An active objection of this patient: no exchange at all."""
+    return (
+        consent.is_objection
+        and consent.status == "active"
+        and consent.patient_bsn == referral.client.bsn
+        and _in_period(consent, at) is None
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Coverage:
+    """Everything the consents in force say about one referral x recipient at one moment."""
+
+    consent_id: str | None
+    classes: frozenset[DataClass]
+    blocked: bool
+
+    @property
+    def covered(self) -> bool:
+        return self.consent_id is not None and not self.blocked
+
+
+def coverage(
+    consents: Iterable[Consent], referral: Referral, recipient_id: str, at: datetime
+) -> Coverage:
+    """Covered when no objection is active and some applicable consent covers the referral
+    itself; what may be released is the union of the classes of every applicable consent
+    (contact data may be consented to separately). The release is based on the first
+    covering consent by id (deterministic)."""
+    consents = sorted(consents, key=lambda c: c.consent_id)
+    blocked = any(objects(c, referral, at) for c in consents)
+    applicable = [c for c in consents if applies(c, referral, recipient_id, at)]
+    basis = next((c.consent_id for c in applicable if DataClass.REFERRAL in c.classes), None)
+    classes = frozenset().union(*(c.classes for c in applicable)) if basis else frozenset()
+    return Coverage(basis, classes, blocked)

@@ -1,16 +1,26 @@
-"""The consent gate (CONTRACT §4): hold a referral until a covering consent exists, then
-release it once per referral x recipient - whichever of the two arrived first.
+"""The consent gate (CONTRACT §4, DOMAIN §5).
 
-Runs inside one store transaction; the caller turns the returned releases into outbox
-messages in that same transaction, so state and outputs commit together.
+A referral is held until a consent covers it for a recipient, then released to that
+recipient once - whichever arrived first. Recipients are the routed welfare organisation
+and every municipality participant a consent in force names. A withdrawal (or the
+patient's objection) stops further releases and revokes what the recipients it names
+already received; a consent that widens what may be shared, or a re-sent referral that
+changes what a recipient sees, updates that recipient under the same registration id.
+
+Runs inside one store transaction; the caller renders `outputs` into outbox messages in
+that same transaction, so state and outputs commit together. Consent is checked at the
+moment of processing: late or replayed events cannot revive a withdrawn consent.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Literal
 
 from schemas.consent import Consent
+from schemas.disclosure import Disclosure, RecipientKind
 from schemas.ids import registration_id_for
 from schemas.referral import Referral
 from schemas.registration import (
@@ -20,52 +30,196 @@ from schemas.registration import (
     ReferralReceived,
     ReferralRedelivered,
     ReferralReleased,
+    ReferralRevoked,
+    ReferralUpdated,
     RegistrationStatus,
+    ReleaseState,
     StoredReferral,
 )
-from services.domain.consent import first_covering
+from services.domain.consent import applies, coverage
+from services.domain.minimise import disclose
 from services.domain.ports import GateStore
 
 HUB = "schakel-hub"
+REVOKE_REASON = "consent-withdrawn"
+
+
+@dataclass(frozen=True)
+class GatePolicy:
+    """Facts about participants the gate needs: which recipients are municipalities."""
+
+    municipalities: frozenset[str] = frozenset()
+
+    def kind_of(self, recipient_id: str) -> RecipientKind:
+        return "municipality" if recipient_id in self.municipalities else "welfare"
+
+
+@dataclass(frozen=True)
+class Output:
+    """Something to send to a recipient, decided by the gate."""
+
+    action: Literal["released", "updated", "revoked"]
+    event: ReferralReleased | ReferralUpdated | ReferralRevoked
+    disclosure: Disclosure | None
 
 
 @dataclass
 class GateResult:
     events: list[GateEvent] = field(default_factory=list)
-    releases: list[tuple[ReferralReleased, Referral]] = field(default_factory=list)
+    outputs: list[Output] = field(default_factory=list)
+
+    @property
+    def releases(self) -> list[ReferralReleased]:
+        return [o.event for o in self.outputs if isinstance(o.event, ReferralReleased)]
+
+    @property
+    def revocations(self) -> list[ReferralRevoked]:
+        return [o.event for o in self.outputs if isinstance(o.event, ReferralRevoked)]
+
+
+Revokes = Callable[[Referral, str], bool]
+"""Whether a recipient that no longer has a covering consent is told so (revoked)."""
+
+
+def _never(_referral: Referral, _recipient: str) -> bool:
+    return False
+
+
+def _settle(
+    store: GateStore,
+    stored: StoredReferral,
+    at: datetime,
+    policy: GatePolicy,
+    result: GateResult,
+    *,
+    revokes: Revokes = _never,
+    cause: str = HUB,
+) -> None:
+    """Bring every recipient of one referral in line with the consents in force at `at`."""
+    referral = stored.referral
+    consents = store.consents_for(referral.referral_id, referral.client.bsn)
+    releases = store.releases_of(referral.referral_id)
+    targets = {stored.recipient_id, *releases}
+    for consent in consents:
+        if consent.status == "active" and not consent.is_objection:
+            targets.update(r for r in consent.recipients if r in policy.municipalities)
+
+    # Only the routed welfare organisation is a welfare target; a consent naming another
+    # one does not send it anything. Municipalities are targets when a consent names them.
+    for recipient in sorted(targets):
+        kind = policy.kind_of(recipient)
+        state = releases.get(recipient)
+        cover = coverage(consents, referral, recipient, at)
+        if state is None:
+            if cover.covered:
+                _release(
+                    store,
+                    stored,
+                    recipient,
+                    kind,
+                    cover.consent_id or "",
+                    cover.classes,
+                    at,
+                    result,
+                )
+        elif state.revoked_at is None:
+            if not cover.covered:
+                if revokes(referral, recipient):
+                    _revoke(store, stored, recipient, kind, at, cause, result)
+            else:
+                disclosure = disclose(referral, kind, cover.classes)
+                if disclosure.fingerprint() != state.fingerprint:
+                    store.set_fingerprint(referral.referral_id, recipient, disclosure.fingerprint())
+                    event = ReferralUpdated(
+                        referral_id=referral.referral_id,
+                        registration_id=stored.registration_id,
+                        recipient_id=recipient,
+                        recipient_kind=kind,
+                        consent_id=cover.consent_id or "",
+                        updated_at=at,
+                        classes=cover.classes,
+                    )
+                    result.events.append(event)
+                    result.outputs.append(Output("updated", event, disclosure))
 
 
 def _release(
-    store: GateStore, stored: StoredReferral, consent: Consent, at: datetime, result: GateResult
+    store: GateStore,
+    stored: StoredReferral,
+    recipient: str,
+    kind: RecipientKind,
+    consent_id: str,
+    classes: frozenset,  # type: ignore[type-arg]
+    at: datetime,
+    result: GateResult,
 ) -> None:
+    disclosure = disclose(stored.referral, kind, classes)
     event = ReferralReleased(
         referral_id=stored.referral.referral_id,
         registration_id=stored.registration_id,
-        recipient_id=stored.recipient_id,
-        consent_id=consent.consent_id,
+        recipient_id=recipient,
+        recipient_kind=kind,
+        consent_id=consent_id,
         released_at=at,
+        classes=classes,
     )
-    store.record_release(event)
-    store.add_status(stored.registration_id, RegistrationStatus.RELEASED, at, HUB)
+    store.record_release(
+        ReleaseState(
+            referral_id=event.referral_id,
+            recipient_id=recipient,
+            registration_id=stored.registration_id,
+            consent_id=consent_id,
+            released_at=at,
+            fingerprint=disclosure.fingerprint(),
+        )
+    )
+    if kind == "welfare":
+        store.add_status(stored.registration_id, RegistrationStatus.RELEASED, at, HUB)
     result.events.append(event)
-    result.releases.append((event, stored.referral))
+    result.outputs.append(Output("released", event, disclosure))
+
+
+def _revoke(
+    store: GateStore,
+    stored: StoredReferral,
+    recipient: str,
+    kind: RecipientKind,
+    at: datetime,
+    cause: str,
+    result: GateResult,
+) -> None:
+    store.mark_revoked(stored.referral.referral_id, recipient, at)
+    if kind == "welfare":
+        store.add_status(stored.registration_id, RegistrationStatus.REVOKED, at, cause)
+    event = ReferralRevoked(
+        referral_id=stored.referral.referral_id,
+        registration_id=stored.registration_id,
+        recipient_id=recipient,
+        recipient_kind=kind,
+        revoked_at=at,
+        cause=cause,
+    )
+    result.events.append(event)
+    result.outputs.append(Output("revoked", event, None))
 
 
 def on_referral(
-    store: GateStore, referral: Referral, recipient_id: str, at: datetime
+    store: GateStore,
+    referral: Referral,
+    recipient_id: str,
+    at: datetime,
+    policy: GatePolicy = GatePolicy(),
 ) -> GateResult:
-    """A referral arrived (already validated and routed)."""
+    """A referral arrived (already validated and routed to `recipient_id`)."""
     result = GateResult()
     existing = store.referral(referral.referral_id)
     if existing is not None and existing.referral == referral:
         result.events.append(ReferralRedelivered(referral_id=referral.referral_id, at=at))
         return result
 
-    released = store.released_to(referral.referral_id)
-    if existing is not None and released:
-        # Already released: keep the recipient it went to. Forwarding the change as
-        # nl.schakel.referral-updated.v1 is the registration service's job (issue 5);
-        # until then the hub keeps the newest copy for that.
+    if existing is not None and existing.recipient_id in store.releases_of(referral.referral_id):
+        # Released already: it stays with the organisation that has it; a change reaches
+        # that organisation as an update under the same registration.
         recipient_id = existing.recipient_id
     stored = StoredReferral(
         referral=referral,
@@ -74,7 +228,8 @@ def on_referral(
         received_at=existing.received_at if existing is not None else at,
     )
     store.put_referral(stored)
-    if existing is None or existing.registration_id != stored.registration_id:
+    new_registration = existing is None or existing.registration_id != stored.registration_id
+    if new_registration:
         store.add_status(
             stored.registration_id, RegistrationStatus.RECEIVED, at, referral.referrer.practice_id
         )
@@ -86,15 +241,8 @@ def on_referral(
                 at=at,
             )
         )
-    if recipient_id in released:
-        return result
-
-    consent = first_covering(
-        store.consents_for(referral.referral_id, referral.client.bsn), referral, recipient_id, at
-    )
-    if consent is not None:
-        _release(store, stored, consent, at, result)
-    elif existing is None or existing.registration_id != stored.registration_id:
+    _settle(store, stored, at, policy, result)
+    if new_registration and recipient_id not in store.releases_of(referral.referral_id):
         store.add_status(stored.registration_id, RegistrationStatus.WAITING_FOR_CONSENT, at, HUB)
         result.events.append(
             ReferralAwaitingConsent(
@@ -107,8 +255,30 @@ def on_referral(
     return result
 
 
-def on_consent(store: GateStore, consent: Consent, at: datetime) -> GateResult:
-    """A consent arrived (granted, or withdrawn: status inactive/rejected).
+def _affected(store: GateStore, consent: Consent) -> Iterable[StoredReferral]:
+    if consent.referrals and not consent.is_objection:
+        found = (store.referral(ref.value) for ref in consent.referrals)
+        return [s for s in found if s is not None]
+    if consent.patient_bsn is not None:
+        return store.referrals_of_patient(consent.patient_bsn)
+    return []
+
+
+def _revokes(consent: Consent, before: Consent | None, at: datetime) -> Revokes:
+    """An objection revokes everything; a withdrawal revokes what the consent was in force
+    for until now (a pair whose coverage had already ended, say by expiry, is not told
+    again); anything else revokes nothing."""
+    if consent.is_objection and consent.status == "active":
+        return lambda _referral, _recipient: True
+    if consent.is_objection or consent.status == "active" or before is None:
+        return _never
+    return lambda referral, recipient: bool(applies(before, referral, recipient, at))
+
+
+def on_consent(
+    store: GateStore, consent: Consent, at: datetime, policy: GatePolicy = GatePolicy()
+) -> GateResult:
+    """A consent arrived: granted (active), withdrawn (inactive/rejected), or an objection.
 
     A consent id once withdrawn stays withdrawn: a late or replayed grant of the same id
     cannot revive it (DOMAIN §5)."""
@@ -136,20 +306,18 @@ def on_consent(store: GateStore, consent: Consent, at: datetime) -> GateResult:
             at=at,
         )
     )
-    if consent.status != "active":
-        return result
 
-    if consent.referrals:
-        candidates = [store.referral(ref.value) for ref in consent.referrals]
-    elif consent.patient_bsn is not None:
-        candidates = list(store.referrals_of_patient(consent.patient_bsn))
-    else:
-        candidates = []
-    for stored in candidates:
-        if stored is None or stored.recipient_id not in consent.recipients:
-            continue
-        if stored.recipient_id in store.released_to(stored.referral.referral_id):
-            continue
-        if first_covering([consent], stored.referral, stored.recipient_id, at) is not None:
-            _release(store, stored, consent, at, result)
+    revokes = _revokes(consent, existing, at)
+    for stored in _affected(store, consent):
+        _settle(store, stored, at, policy, result, revokes=revokes, cause=consent.consent_id)
+    return result
+
+
+def on_tick(store: GateStore, at: datetime, policy: GatePolicy = GatePolicy()) -> GateResult:
+    """Time passed: consents whose period has begun now cover what they name."""
+    result = GateResult()
+    for consent in store.consents_starting(at):
+        store.mark_started(consent.consent_id)
+        for stored in _affected(store, consent):
+            _settle(store, stored, at, policy, result)
     return result

@@ -17,7 +17,7 @@ from schemas.registration import HubEvent
 from schemas.topics import CE_REFERRAL_CREATED
 from services.domain import gate
 from services.domain.routing import route
-from services.outputs import releases_to_outbox
+from services.outputs import gate_policy, outputs_to_outbox
 from services.pipeline import BatchPipeline
 from services.runtime import Hub
 
@@ -30,6 +30,7 @@ class RoutedReferral:
 
 def intake_pipeline(hub: Hub) -> BatchPipeline[RoutedReferral]:
     settings = hub.settings
+    policy = gate_policy(hub)
 
     def prepare(record: InboundRecord) -> RoutedReferral:
         data = load_json(record.value, settings.max_message_bytes)
@@ -41,8 +42,8 @@ def intake_pipeline(hub: Hub) -> BatchPipeline[RoutedReferral]:
         return RoutedReferral(referral, route(referral, hub.participants))
 
     def apply(tx: Tx, record: InboundRecord, routed: RoutedReferral) -> list[HubEvent]:
-        result = gate.on_referral(tx, routed.referral, routed.recipient.id, hub.clock())
-        releases_to_outbox(hub, tx, result, record)
+        result = gate.on_referral(tx, routed.referral, routed.recipient.id, hub.clock(), policy)
+        outputs_to_outbox(hub, tx, result, record)
         return list(result.events)
 
     return BatchPipeline(hub, event_type=CE_REFERRAL_CREATED, prepare=prepare, apply=apply)

@@ -105,14 +105,20 @@ async def send_consent(
     referral_id: str | None,
     *,
     traceparent: str | None = None,
+    withdraw: bool = False,
     **consent: Any,
 ) -> None:
+    """A grant on consent-granted, or with `withdraw` the same Consent, inactive, on
+    consent-withdrawn."""
+    if withdraw:
+        consent.setdefault("status", "inactive")
+    topics = hub.hub.topics
     await send(
         hub.bootstrap,
-        hub.hub.topics.consent_granted,
+        topics.consent_withdrawn if withdraw else topics.consent_granted,
         to_bytes(consent_resource(consent_id, referral_id=referral_id, **consent)),
         referral_id or consent_id,
-        logical=names.CONSENT_GRANTED,
+        logical=names.CONSENT_WITHDRAWN if withdraw else names.CONSENT_GRANTED,
         traceparent=traceparent,
     )
 

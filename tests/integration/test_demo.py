@@ -35,6 +35,9 @@ def test_demo_shows_release_only_after_consent_and_no_bsn() -> None:
     assert -1 not in positions, positions
     assert positions == sorted(positions), "the journey is printed in order"
     assert '"referral_id": "VERW-2026-0001"' in output
+    assert "released to Gemeente Hoogeveen" in output
+    assert "<Bsn>*********</Bsn>" in output, "the municipal XML is shown with the BSN masked"
+    assert "<Type>02</Type>" in output
     assert DEMO_BSN not in output
     assert not [n for n in re.findall(r"(?<!\d)\d{9}(?!\d)", output) if bsn_valid(n)]
     assert "FAILED" not in output

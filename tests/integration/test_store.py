@@ -46,7 +46,7 @@ def test_a_held_referral_survives_a_new_store(store_url: str, participants: Part
     assert held.received_at == NOW
     consent = consent_from_fhir(consent_resource("c-s-1", referral_id="VERW-S-1"), participants)
     result = reopened.run(lambda tx: gate.on_consent(tx, consent, NOW))
-    assert [r.referral_id for r, _ in result.releases] == ["VERW-S-1"]
+    assert [r.referral_id for r in result.releases] == ["VERW-S-1"]
     view = reopened.registration_of_referral("VERW-S-1")
     assert view is not None
     assert [e.status for e in view.timeline] == ["received", "waiting-for-consent", "released"]

@@ -1,18 +1,20 @@
-"""An in-memory GateStore: the domain port, implemented for unit tests (no Mock())."""
+"""An in-memory GateStore: the domain port, implemented for unit and property tests
+(no Mock()). It must behave like the SQL store; the property test runs both."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
 from schemas.consent import Consent
-from schemas.registration import ReferralReleased, StoredReferral
+from schemas.registration import ReleaseState, StoredReferral
 
 
 class MemoryGateStore:
     def __init__(self) -> None:
         self.referrals: dict[str, StoredReferral] = {}
         self.consents: dict[str, Consent] = {}
-        self.releases: list[ReferralReleased] = []
+        self.started: dict[str, bool] = {}
+        self.releases: dict[tuple[str, str], ReleaseState] = {}
         self.timeline: list[tuple[str, str, str]] = []
 
     def referral(self, referral_id: str) -> StoredReferral | None:
@@ -32,6 +34,9 @@ class MemoryGateStore:
 
     def put_consent(self, consent: Consent, received_at: datetime) -> None:
         self.consents[consent.consent_id] = consent
+        self.started[consent.consent_id] = not (
+            consent.period_start is not None and consent.period_start > received_at
+        )
 
     def consents_for(self, referral_id: str, bsn: str) -> list[Consent]:
         return sorted(
@@ -44,11 +49,37 @@ class MemoryGateStore:
             key=lambda c: c.consent_id,
         )
 
-    def released_to(self, referral_id: str) -> set[str]:
-        return {r.recipient_id for r in self.releases if r.referral_id == referral_id}
+    def consents_starting(self, until: datetime) -> list[Consent]:
+        return sorted(
+            (
+                c
+                for c in self.consents.values()
+                if not self.started[c.consent_id]
+                and c.status == "active"
+                and c.period_start is not None
+                and c.period_start <= until
+            ),
+            key=lambda c: (c.period_start, c.consent_id),
+        )
 
-    def record_release(self, release: ReferralReleased) -> None:
-        self.releases.append(release)
+    def mark_started(self, consent_id: str) -> None:
+        self.started[consent_id] = True
+
+    def releases_of(self, referral_id: str) -> dict[str, ReleaseState]:
+        return {r: s for (ref, r), s in self.releases.items() if ref == referral_id}
+
+    def record_release(self, release: ReleaseState) -> None:
+        key = (release.referral_id, release.recipient_id)
+        assert key not in self.releases, "the store refuses a second release (primary key)"
+        self.releases[key] = release
+
+    def set_fingerprint(self, referral_id: str, recipient_id: str, fingerprint: str) -> None:
+        key = (referral_id, recipient_id)
+        self.releases[key] = self.releases[key].model_copy(update={"fingerprint": fingerprint})
+
+    def mark_revoked(self, referral_id: str, recipient_id: str, at: datetime) -> None:
+        key = (referral_id, recipient_id)
+        self.releases[key] = self.releases[key].model_copy(update={"revoked_at": at})
 
     def add_status(self, registration_id: str, status: str, at: datetime, by: str) -> None:
         self.timeline.append((registration_id, str(status), by))

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adapters.fhir.consent import WITHDRAWN, consent_from_bytes
+from schemas.consent import CONTACT_CLASSES, DATA_CLASS_SYSTEM, DEFAULT_CLASSES, DataClass
 from schemas.errors import SchakelError
 from schemas.participants import Participants
 from services.demo.samples import DEMO_BSN, REFERRAL_SYSTEM, consent_resource, to_bytes
@@ -55,7 +56,11 @@ def test_patient_level_consent_is_keyed_by_its_id(participants: Participants) ->
             "invalid-consent",
             "patient-privacy",
         ),
-        (lambda c: c["provision"].update(type="deny"), "invalid-consent", "permit"),
+        (
+            lambda c: c["provision"].update(type="deny"),
+            "invalid-consent",
+            "deny provision must name no actor",
+        ),
         (
             lambda c: c["provision"]["actor"][0]["reference"]["identifier"].update(
                 value="99999999"
@@ -115,3 +120,53 @@ def test_mutated_consents_raise_only_schakel_errors(
     else:
         assert consent.status == "active"
         assert consent.recipients
+
+
+def _class(code: str, system: str = DATA_CLASS_SYSTEM) -> dict[str, str]:
+    return {"system": system, "code": code}
+
+
+def test_data_classes_restrict_what_is_shared(participants: Participants) -> None:
+    resource = consent_resource("c-cls")
+    assert _parse(resource, participants).classes == DEFAULT_CLASSES
+    resource["provision"]["class"] = [_class("referral"), _class("contact-phone")]
+    assert _parse(resource, participants).classes == {DataClass.REFERRAL, DataClass.CONTACT_PHONE}
+    resource["provision"]["class"] = [_class("contact")]
+    assert _parse(resource, participants).classes == CONTACT_CLASSES
+    resource["provision"]["class"] = [_class("referral"), _class("reason")]
+    assert _parse(resource, participants).classes == {DataClass.REFERRAL, DataClass.REASON}
+
+
+@pytest.mark.parametrize(
+    ("classes", "words"),
+    [
+        ([_class("diagnosis")], "unknown data class"),
+        ([{"system": "http://hl7.org/fhir/resource-types", "code": "Patient"}], "must use system"),
+    ],
+)
+def test_unreadable_classes_are_refused_not_ignored(
+    classes, words: str, participants: Participants
+) -> None:  # type: ignore[no-untyped-def]
+    resource = consent_resource()
+    resource["provision"]["class"] = classes
+    with pytest.raises(SchakelError, match=words):
+        _parse(resource, participants)
+
+
+def test_objection_is_a_deny_without_actors(participants: Participants) -> None:
+    resource = consent_resource("bezwaar-1", referral_id=None)
+    resource["provision"] = {"type": "deny"}
+    objection = _parse(resource, participants)
+    assert objection.is_objection
+    assert objection.patient_bsn == DEMO_BSN
+    assert objection.recipients == ()
+    resource["patient"] = {"reference": "Patient/pat-1"}
+    with pytest.raises(SchakelError, match="must name the patient by BSN"):
+        _parse(resource, participants)
+
+
+def test_nested_provisions_are_refused(participants: Participants) -> None:
+    resource = consent_resource()
+    resource["provision"]["provision"] = [{"type": "deny", "class": [_class("contact")]}]
+    with pytest.raises(SchakelError, match="nested"):
+        _parse(resource, participants)

@@ -8,7 +8,7 @@ import pytest
 
 from adapters.fhir.consent import consent_from_fhir
 from adapters.fhir.referral import referral_from_fhir
-from schemas.consent import Consent
+from schemas.consent import Consent, DataClass
 from schemas.participants import Participants
 from schemas.referral import Referral
 from services.demo.samples import consent_resource, referral_bundle
@@ -41,7 +41,7 @@ def test_referral_then_consent_releases_once(
         "ReferralAwaitingConsent",
     ]
     second = gate.on_consent(store, _consent(participants), NOW)
-    assert [(r.referral_id, r.recipient_id, r.consent_id) for r, _ in second.releases] == [
+    assert [(r.referral_id, r.recipient_id, r.consent_id) for r in second.releases] == [
         ("VERW-G-1", WELFARE, "c-1")
     ]
     # the same consent again, and the same referral again: nothing new
@@ -65,7 +65,7 @@ def test_consent_then_referral_releases_once(
 def test_no_consent_no_release(referral: Referral) -> None:
     store = MemoryGateStore()
     gate.on_referral(store, referral, WELFARE, NOW)
-    assert store.releases == []
+    assert store.releases == {}
 
 
 def test_consent_for_another_recipient_does_not_release(
@@ -96,7 +96,7 @@ def test_patient_level_consent_covers_all_that_patients_referrals(
     other = referral_from_fhir(referral_bundle("VERW-G-3", bsn="999900031"), participants)
     gate.on_referral(store, other, WELFARE, NOW)
     result = gate.on_consent(store, _consent(participants, referral_id=None), NOW)
-    assert sorted(r.referral_id for r, _ in result.releases) == ["VERW-G-1", "VERW-G-2"]
+    assert sorted(r.referral_id for r in result.releases) == ["VERW-G-1", "VERW-G-2"]
 
 
 def test_withdrawn_consent_id_cannot_be_revived(
@@ -128,3 +128,194 @@ def test_consent_naming_the_referral_under_another_system_does_not_cover(
     resource["provision"]["data"][0]["reference"]["identifier"]["system"] = "urn:other-his"
     consent = consent_from_fhir(resource, participants)
     assert not covers(consent, referral, WELFARE, NOW)
+
+
+POLICY = gate.GatePolicy(municipalities=frozenset({"gemeente-hoogeveen"}))
+MUNICIPALITY_CBS = "0118"
+
+
+def _both(participants: Participants, consent_id: str = "c-both", **kw) -> Consent:  # type: ignore[no-untyped-def]
+    resource = consent_resource(consent_id, referral_id=kw.pop("referral_id", "VERW-G-1"), **kw)
+    resource["provision"]["actor"].append(
+        {
+            "role": resource["provision"]["actor"][0]["role"],
+            "reference": {
+                "identifier": {"system": "urn:schakel:cbs-gemeentecode", "value": MUNICIPALITY_CBS}
+            },
+        }
+    )
+    return consent_from_fhir(resource, participants)
+
+
+def _with_classes(consent: Consent, *classes: DataClass) -> Consent:
+    return consent.model_copy(update={"classes": frozenset(classes)})
+
+
+def test_one_consent_several_recipients(referral: Referral, participants: Participants) -> None:
+    store = MemoryGateStore()
+    gate.on_referral(store, referral, WELFARE, NOW, POLICY)
+    result = gate.on_consent(store, _both(participants), NOW, POLICY)
+    assert sorted((r.recipient_id, r.recipient_kind) for r in result.releases) == [
+        ("gemeente-hoogeveen", "municipality"),
+        (WELFARE, "welfare"),
+    ]
+    by_kind = {o.event.recipient_kind: o.disclosure for o in result.outputs}
+    assert by_kind["municipality"].bsn == referral.client.bsn, (
+        "the municipal format is keyed on the BSN"
+    )
+    assert by_kind["welfare"].bsn is None, "never a BSN to a welfare organisation"
+    assert by_kind["municipality"].reason is None, (
+        "no reason text to the municipality without the reason class"
+    )
+    assert by_kind["municipality"].phone is None
+
+
+def test_the_municipality_alone_can_be_named(
+    referral: Referral, participants: Participants
+) -> None:
+    consent = _both(participants).model_copy(update={"recipients": ("gemeente-hoogeveen",)})
+    store = MemoryGateStore()
+    gate.on_referral(store, referral, WELFARE, NOW, POLICY)
+    result = gate.on_consent(store, consent, NOW, POLICY)
+    assert [r.recipient_id for r in result.releases] == ["gemeente-hoogeveen"]
+
+
+def test_contact_data_consented_separately(referral: Referral, participants: Participants) -> None:
+    store = MemoryGateStore()
+    gate.on_referral(store, referral, WELFARE, NOW, POLICY)
+    first = gate.on_consent(
+        store, _with_classes(_consent(participants, "c-ref"), DataClass.REFERRAL), NOW, POLICY
+    )
+    (release,) = first.outputs
+    assert release.disclosure.phone is None
+    assert release.disclosure.email is None
+    assert release.disclosure.address is None
+    # a contact-only consent releases nothing by itself ...
+    contact_only = _with_classes(
+        _consent(participants, "c-contact"), DataClass.CONTACT_PHONE, DataClass.CONTACT_ADDRESS
+    )
+    assert not covers(contact_only, referral, WELFARE, NOW)
+    # ... but next to a referral consent it widens what the organisation gets: an update
+    second = gate.on_consent(store, contact_only, NOW, POLICY)
+    (update,) = second.outputs
+    assert update.action == "updated"
+    assert update.event.registration_id == release.event.registration_id
+    assert update.disclosure.phone == referral.client.phone
+    assert update.disclosure.address == referral.client.address
+    assert update.disclosure.email is None
+    assert not gate.on_consent(store, contact_only, NOW, POLICY).outputs, (
+        "no second update for the same view"
+    )
+
+
+def test_contact_consent_first_then_referral_consent(
+    referral: Referral, participants: Participants
+) -> None:
+    store = MemoryGateStore()
+    gate.on_consent(
+        store,
+        _with_classes(_consent(participants, "c-contact"), DataClass.CONTACT_EMAIL),
+        NOW,
+        POLICY,
+    )
+    assert not gate.on_referral(store, referral, WELFARE, NOW, POLICY).releases
+    result = gate.on_consent(
+        store, _with_classes(_consent(participants, "c-ref"), DataClass.REFERRAL), NOW, POLICY
+    )
+    (release,) = result.outputs
+    assert release.disclosure.email == referral.client.email
+    assert release.disclosure.phone is None
+
+
+def _objection(participants: Participants, status: str = "active") -> Consent:
+    resource = consent_resource("bezwaar-1", referral_id=None, status=status)
+    resource["provision"] = {"type": "deny"}
+    return consent_from_fhir(resource, participants, expected_status=frozenset({status}))
+
+
+def test_objection_blocks_every_release_and_revokes_what_was_sent(
+    referral: Referral, participants: Participants
+) -> None:
+    store = MemoryGateStore()
+    gate.on_referral(store, referral, WELFARE, NOW, POLICY)
+    gate.on_consent(store, _both(participants), NOW, POLICY)
+    objected = gate.on_consent(store, _objection(participants), NOW, POLICY)
+    assert sorted(r.recipient_id for r in objected.revocations) == ["gemeente-hoogeveen", WELFARE]
+    other = referral_from_fhir(referral_bundle("VERW-G-9"), participants)
+    gate.on_consent(store, _consent(participants, "c-9", referral_id="VERW-G-9"), NOW, POLICY)
+    assert not gate.on_referral(store, other, WELFARE, NOW, POLICY).releases, (
+        "objection blocks new releases"
+    )
+    # lifting the objection lets held referrals go; revoked ones stay revoked
+    lifted = gate.on_consent(store, _objection(participants, status="inactive"), NOW, POLICY)
+    assert [(r.referral_id, r.recipient_id) for r in lifted.releases] == [("VERW-G-9", WELFARE)]
+
+
+def test_withdrawal_revokes_once_and_nothing_flows_after(
+    referral: Referral, participants: Participants
+) -> None:
+    store = MemoryGateStore()
+    gate.on_referral(store, referral, WELFARE, NOW, POLICY)
+    gate.on_consent(store, _both(participants), NOW, POLICY)
+    withdrawal = _both(participants).model_copy(update={"status": "inactive"})
+    result = gate.on_consent(store, withdrawal, NOW, POLICY)
+    assert sorted(r.recipient_id for r in result.revocations) == ["gemeente-hoogeveen", WELFARE]
+    assert {r.cause for r in result.revocations} == {"c-both"}
+    assert ("revoked", "c-both") in [(s, b) for _, s, b in store.timeline]
+    # replays: the withdrawal again, the grant again, the referral again - nothing
+    assert not gate.on_consent(store, withdrawal, NOW, POLICY).outputs
+    assert not gate.on_consent(store, _both(participants), NOW, POLICY).outputs
+    assert not gate.on_referral(store, referral, WELFARE, NOW, POLICY).outputs
+
+
+def test_withdrawal_keeps_what_another_consent_still_covers(
+    referral: Referral, participants: Participants
+) -> None:
+    store = MemoryGateStore()
+    gate.on_referral(store, referral, WELFARE, NOW, POLICY)
+    gate.on_consent(store, _consent(participants, "c-a"), NOW, POLICY)
+    gate.on_consent(store, _consent(participants, "c-b"), NOW, POLICY)
+    result = gate.on_consent(
+        store, _consent(participants, "c-a").model_copy(update={"status": "inactive"}), NOW, POLICY
+    )
+    assert not result.revocations
+
+
+def test_consent_starting_later_releases_at_its_start(
+    referral: Referral, participants: Participants
+) -> None:
+    store = MemoryGateStore()
+    gate.on_referral(store, referral, WELFARE, NOW, POLICY)
+    later = _consent(participants, period={"start": "2026-12-03"})
+    assert not gate.on_consent(store, later, NOW, POLICY).releases
+    assert not gate.on_tick(store, NOW + timedelta(days=1), POLICY).releases
+    (release,) = gate.on_tick(store, NOW + timedelta(days=2), POLICY).releases
+    assert release.referral_id == "VERW-G-1"
+    assert not gate.on_tick(store, NOW + timedelta(days=3), POLICY).outputs, (
+        "a start is handled once"
+    )
+
+
+def test_expired_consent_releases_nothing_and_revokes_nothing(
+    referral: Referral, participants: Participants
+) -> None:
+    store = MemoryGateStore()
+    gate.on_consent(store, _consent(participants, period={"end": "2026-11-30"}), NOW, POLICY)
+    assert not gate.on_referral(store, referral, WELFARE, NOW, POLICY).outputs
+
+
+def test_resent_referral_with_a_changed_reason_updates_the_recipient(
+    referral: Referral, participants: Participants
+) -> None:
+    store = MemoryGateStore()
+    gate.on_referral(store, referral, WELFARE, NOW, POLICY)
+    (release,) = gate.on_consent(store, _consent(participants), NOW, POLICY).outputs
+    changed = referral_from_fhir(
+        referral_bundle("VERW-G-1", reason="Schulden; zoekt hulp bij administratie"), participants
+    )
+    result = gate.on_referral(store, changed, WELFARE, NOW, POLICY)
+    (update,) = result.outputs
+    assert update.action == "updated"
+    assert update.event.registration_id == release.event.registration_id
+    assert update.disclosure.reason == "Schulden; zoekt hulp bij administratie"
+    assert not gate.on_referral(store, changed, WELFARE, NOW, POLICY).outputs

@@ -8,20 +8,22 @@ from datetime import UTC, datetime
 import jsonschema
 import orjson
 
+from adapters.broker.cloudevents import ce_headers
 from adapters.fhir.referral import referral_from_fhir
-from adapters.welfare.intake import intake_from_referral, intake_json, release_message
+from adapters.welfare.intake import intake_from_disclosure, intake_json, revoked_json
+from schemas.consent import DEFAULT_CLASSES, DataClass
 from schemas.export import GENERATED, stale
 from schemas.participants import Participants
-from schemas.registration import ReferralReleased
 from services.demo.samples import DEMO_BSN, referral_bundle
+from services.domain.minimise import disclose
 
 RELEASED_AT = datetime(2026, 12, 1, 10, 30, tzinfo=UTC)
 
 
-def _released_json(participants: Participants, **bundle_kw) -> bytes:  # type: ignore[no-untyped-def]
+def _released_json(participants: Participants, classes=DEFAULT_CLASSES, **bundle_kw) -> bytes:  # type: ignore[no-untyped-def]
     referral = referral_from_fhir(referral_bundle("VERW-W-1", **bundle_kw), participants)
-    intake = intake_from_referral(
-        referral,
+    intake = intake_from_disclosure(
+        disclose(referral, "welfare", classes),
         registration_id="reg-1",
         consent_id="c-1",
         released_at=RELEASED_AT,
@@ -31,11 +33,15 @@ def _released_json(participants: Participants, **bundle_kw) -> bytes:  # type: i
 
 
 def test_no_bsn_no_diagnosis_no_medication_no_notes(participants: Participants) -> None:
-    text = _released_json(participants).decode()
+    text = _released_json(participants, classes=frozenset(DataClass)).decode()
     assert DEMO_BSN not in text
     assert "bsn" not in text.lower()
-    assert "P03" not in text and "icpc" not in text.lower() and "Depressief" not in text
-    assert "sertraline" not in text and "voorgeschiedenis" not in text
+    assert "P03" not in text
+    assert "icpc" not in text.lower()
+    assert "Depressief" not in text
+    assert "sertraline" not in text
+    assert "voorgeschiedenis" not in text
+    assert "female" not in text, "gender is not for the welfare organisation"
     body = json.loads(text)
     assert set(body) == {
         "referral_id",
@@ -49,9 +55,24 @@ def test_no_bsn_no_diagnosis_no_medication_no_notes(participants: Participants) 
     }
 
 
+def test_contact_data_only_when_consented(participants: Participants) -> None:
+    only_referral = orjson.loads(
+        _released_json(participants, classes=frozenset({DataClass.REFERRAL}))
+    )
+    assert set(only_referral["client"]) == {"name", "birth_date"}
+    assert only_referral["reason"].startswith("Eenzaam")
+    phone_only = orjson.loads(
+        _released_json(
+            participants, classes=frozenset({DataClass.REFERRAL, DataClass.CONTACT_PHONE})
+        )
+    )
+    assert set(phone_only["client"]) == {"name", "birth_date", "phone"}
+
+
 def test_absent_contact_data_is_left_out_not_null(participants: Participants) -> None:
     body = orjson.loads(_released_json(participants, phone=None, email=None))
-    assert "phone" not in body["client"] and "email" not in body["client"]
+    assert "phone" not in body["client"]
+    assert "email" not in body["client"]
     assert None not in body["client"].values()
 
 
@@ -80,27 +101,41 @@ def test_intake_json_golden(participants: Participants, golden) -> None:  # type
     golden("welfare-intake.json", pretty.decode() + "\n")
 
 
-def test_release_message_headers(participants: Participants) -> None:
-    referral = referral_from_fhir(referral_bundle("VERW-W-2"), participants)
-    release = ReferralReleased(
-        referral_id="VERW-W-2",
-        registration_id="reg-2",
-        recipient_id="welzijn-hoogeveen",
-        consent_id="c-2",
-        released_at=RELEASED_AT,
+def test_revoked_notice_carries_ids_only() -> None:
+    body = orjson.loads(
+        revoked_json(
+            referral_id="VERW-1",
+            registration_id="reg-1",
+            revoked_at=RELEASED_AT,
+            reason="consent-withdrawn",
+        )
     )
+    assert body == {
+        "referral_id": "VERW-1",
+        "registration_id": "reg-1",
+        "revoked_at": "2026-12-01T10:30:00Z",
+        "reason": "consent-withdrawn",
+    }
+
+
+def test_cloudevents_headers() -> None:
     trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-    message = release_message(
-        release, referral, topic="t", contact_within_days=14, traceparent=trace
+    headers = dict(
+        ce_headers(
+            ce_id="id-1",
+            ce_type="nl.schakel.referral-released.v1",
+            time=RELEASED_AT,
+            traceparent=trace,
+            subject="VERW-1",
+        )
     )
-    headers = dict(message.headers)
-    assert headers["ce_specversion"] == b"1.0"
-    assert headers["ce_type"] == b"nl.schakel.referral-released.v1"
-    assert headers["ce_time"] == b"2026-12-01T10:30:00.000Z"
-    assert headers["content-type"] == b"application/json"
-    assert headers["traceparent"] == trace.encode()
-    assert headers["ce_id"].decode() == message.message_id
-    assert message.key == b"VERW-W-2"
-    # deterministic: the same release always gets the same id
-    again = release_message(release, referral, topic="t", contact_within_days=14, traceparent=trace)
-    assert again.message_id == message.message_id
+    assert headers == {
+        "ce_specversion": b"1.0",
+        "ce_id": b"id-1",
+        "ce_source": b"urn:schakel:hub",
+        "ce_type": b"nl.schakel.referral-released.v1",
+        "ce_time": b"2026-12-01T10:30:00.000Z",
+        "content-type": b"application/json",
+        "traceparent": trace.encode(),
+        "ce_subject": b"VERW-1",
+    }

@@ -1,0 +1,1 @@
+"""The municipality's format: iWmo-style XML registrations."""

@@ -1,0 +1,62 @@
+"""`on_tick`: releases what consents whose period has begun now cover. Durable by
+construction: the work left to do is in the store (consents not yet marked started), so
+a hub that was down across a start time catches up on its first tick."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from adapters.logging import get_logger
+from adapters.storage.store import Tx
+from schemas.registration import HubEvent
+from services.domain import gate
+from services.outputs import gate_policy, outputs_to_outbox
+from services.pipeline import log_event
+from services.runtime import Hub
+
+log = get_logger("schakel.timers")
+
+
+def tick(hub: Hub) -> list[HubEvent]:
+    """One tick, in one transaction (blocking; run it in a worker thread)."""
+    policy = gate_policy(hub)
+
+    def work(tx: Tx) -> list[HubEvent]:
+        result = gate.on_tick(tx, hub.clock(), policy)
+        outputs_to_outbox(hub, tx, result, None)
+        return list(result.events)
+
+    return hub.store.run(work)
+
+
+class Ticker:
+    def __init__(self, hub: Hub, interval_seconds: float) -> None:
+        self.hub = hub
+        self.interval = interval_seconds
+        self._task: asyncio.Task[None] | None = None
+
+    async def tick_now(self) -> list[HubEvent]:
+        events = await asyncio.to_thread(tick, self.hub)
+        if events:
+            self.hub.committed(events)
+            for event in events:
+                log_event("nl.schakel.tick.v1", event)
+        return events
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.tick_now()
+            except Exception:  # noqa: BLE001 - the next tick retries; say so
+                log.exception("timer tick failed; retrying at the next tick")
+            await asyncio.sleep(self.interval)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="schakel-timers")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task

@@ -1,0 +1,144 @@
+"""The municipal registration: iWmo-style XML, XSD-valid, minimised (golden file)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from lxml import etree
+
+from adapters.fhir.referral import referral_from_fhir
+from adapters.municipal.iwmo import (
+    NAMESPACE,
+    SAFE_PARSER,
+    InvalidOutputError,
+    identificatie,
+    iwmo_from_disclosure,
+    validate,
+)
+from schemas.consent import DEFAULT_CLASSES, DataClass
+from schemas.participants import Participants
+from services.demo.samples import DEMO_BSN, referral_bundle
+from services.domain.minimise import disclose
+
+SENT = datetime(2026, 12, 1, 23, 30, tzinfo=UTC)  # already 2 December in Amsterdam
+NS = {"w": NAMESPACE}
+
+
+def _xml(participants: Participants, classes=DEFAULT_CLASSES, **bundle) -> bytes:  # type: ignore[no-untyped-def]
+    referral = referral_from_fhir(referral_bundle("VERW-M-1", **bundle), participants)
+    return iwmo_from_disclosure(
+        disclose(referral, "municipality", classes),
+        identificatie=identificatie(42),
+        ontvanger="0118",
+        registration_id="83bc14e5-32a8-5495-a101-587b1e740fc2",
+        welfare_id="welzijn-hoogeveen",
+        welfare_name="Welzijn De Schakel Hoogeveen",
+        sent_at=SENT,
+    )
+
+
+def _find(xml: bytes, path: str) -> str | None:
+    found = etree.fromstring(xml, SAFE_PARSER).find(path, NS)
+    return None if found is None else found.text
+
+
+def test_header_client_and_gp_as_verwijzer(participants: Participants) -> None:
+    xml = _xml(participants)
+    validate(xml)
+    assert _find(xml, "w:Header/w:BerichtCode") == "SK01"
+    assert _find(xml, "w:Header/w:BerichtVersie") == "3"
+    assert _find(xml, "w:Header/w:BerichtSubversie") == "2"
+    assert _find(xml, "w:Header/w:Afzender") == "01012345"  # the practice's AGB
+    assert _find(xml, "w:Header/w:Ontvanger") == "0118"
+    ident = _find(xml, "w:Header/w:BerichtIdentificatie/w:Identificatie")
+    assert ident == "SK0000000042"
+    assert len(ident) <= 12
+    assert _find(xml, "w:Header/w:BerichtIdentificatie/w:Dagtekening") == "2026-12-02", (
+        "Europe/Amsterdam"
+    )
+    assert _find(xml, "w:Client/w:Bsn") == DEMO_BSN
+    assert _find(xml, "w:Client/w:Geslacht") == "2"
+    assert _find(xml, "w:Client/w:Naam/w:Achternaam") == "Vries-Bakker"
+    assert _find(xml, "w:Client/w:Naam/w:Voorvoegsel") == "de"
+    assert _find(xml, "w:Client/w:Naam/w:Voorletters") == "A"
+    assert _find(xml, "w:Client/w:Adres/w:Huisnummer") == "12"
+    assert _find(xml, "w:Client/w:Adres/w:Huisletter") == "a"
+    assert _find(xml, "w:Client/w:Adres/w:Postcode") == "7901AB"
+    assert _find(xml, "w:Verwijzer/w:Type") == "02"
+    assert _find(xml, "w:Verwijzer/w:ZorgverlenerCode") == "01234567"
+    assert _find(xml, "w:Registratie/w:Referentie") == "83bc14e5-32a8-5495-a101-587b1e740fc2"
+
+
+def test_minimised_no_reason_without_its_class_never_diagnoses(participants: Participants) -> None:
+    xml = _xml(participants, classes=frozenset({DataClass.REFERRAL}))
+    text = xml.decode()
+    assert _find(xml, "w:Registratie/w:Reden") is None
+    assert _find(xml, "w:Client/w:Adres") is None, "address only with contact-address"
+    for never in ("Eenzaam", "P03", "Depressief", "sertraline", "06-98765432", "example.nl"):
+        assert never not in text
+    with_reason = _xml(participants, classes=frozenset({DataClass.REFERRAL, DataClass.REASON}))
+    assert _find(with_reason, "w:Registratie/w:Reden").startswith("Eenzaam")
+
+
+def test_encoding_utf8_without_bom_and_crlf(participants: Participants) -> None:
+    xml = _xml(participants, given="Zoë", family="van der Meer")
+    assert not xml.startswith(b"\xef\xbb\xbf")
+    assert xml.startswith(b"<?xml version='1.0' encoding='UTF-8'?>\r\n")
+    assert b"\n" not in xml.replace(b"\r\n", b"")
+    assert "Zoë".encode() in xml
+    assert _find(xml, "w:Client/w:Naam/w:Voorvoegsel") == "van der"
+
+
+def test_iwmo_golden(participants: Participants, golden) -> None:  # type: ignore[no-untyped-def]
+    golden("wmo-registratie.xml", _xml(participants))
+
+
+def test_the_xsd_refuses_what_breaks_the_rules(participants: Participants) -> None:
+    xml = _xml(participants)
+    for old, new in (
+        (b"<Identificatie>SK0000000042<", b"<Identificatie>SK00000000420<"),  # 13 characters
+        (b"<Type>02<", b"<Type>07<"),
+        (b"<Bsn>999900018<", b"<Bsn>99990001<"),
+        (b"<Dagtekening>2026-12-02<", b"<Dagtekening>2026-12-02+01:00<"),
+    ):
+        assert old in xml
+        with pytest.raises(InvalidOutputError):
+            validate(xml.replace(old, new))
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        b'<?xml version="1.0"?><!DOCTYPE b [<!ENTITY x SYSTEM "file:///etc/passwd">]><Bericht>&x;</Bericht>',
+        b'<?xml version="1.0"?><!DOCTYPE b [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;">'
+        b'<!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;"><!ENTITY d "&c;&c;&c;&c;&c;&c;&c;&c;">]><Bericht>&d;</Bericht>',
+        b'<?xml version="1.0"?><!DOCTYPE b SYSTEM "http://127.0.0.1:9/evil.dtd"><Bericht/>',
+    ],
+)
+def test_xml_is_parsed_safely(hostile: bytes) -> None:
+    with pytest.raises(InvalidOutputError):
+        validate(hostile)
+    tree = etree.fromstring(hostile, SAFE_PARSER)
+    assert "root:" not in (etree.tostring(tree).decode()), "no external entity was read"
+
+
+def test_identificatie_bounds() -> None:
+    assert identificatie(1) == "SK0000000001"
+    assert len(identificatie(9_999_999_999)) == 12
+    with pytest.raises(InvalidOutputError):
+        identificatie(10**10)
+
+
+def test_a_message_that_fails_the_xsd_is_never_returned(participants: Participants) -> None:
+    referral = referral_from_fhir(referral_bundle("VERW-M-2"), participants)
+    with pytest.raises(InvalidOutputError, match="fails the XSD"):
+        iwmo_from_disclosure(
+            disclose(referral, "municipality", DEFAULT_CLASSES),
+            identificatie="SK 1!",  # not a valid Identificatie
+            ontvanger="0118",
+            registration_id="r",
+            welfare_id="welzijn-hoogeveen",
+            welfare_name="W",
+            sent_at=SENT,
+        )
