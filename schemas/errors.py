@@ -55,6 +55,16 @@ class NoRecipientError(SchakelError):
     reason = "no-recipient"
 
 
+class NotAuthorisedError(SchakelError):
+    """The sender may not say this about that referral (CONTRACT §5)."""
+
+    reason = "not-authorised"
+
+
+class InvalidFeedbackError(SchakelError):
+    reason = "invalid-feedback"
+
+
 class TooLargeError(SchakelError):
     reason = "too-large"
 

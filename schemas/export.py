@@ -12,11 +12,13 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from schemas.feedback import WelfareFeedback
 from schemas.welfare import WelfareIntake
 
 GENERATED = Path(__file__).parent / "generated"
 EXPORTS: dict[str, type[BaseModel]] = {
     "welfare-intake.schema.json": WelfareIntake,
+    "welfare-feedback.schema.json": WelfareFeedback,
 }
 
 

@@ -24,3 +24,12 @@ def dead_letter_id(topic: str, partition: int, offset: int, timestamp_ms: int | 
 
 def release_id(referral_id: str, recipient_id: str) -> str:
     return message_id("released", referral_id, recipient_id)
+
+
+def feedback_id(referral_id: str, organisation: str, status: str, occurred_at: str) -> str:
+    """The same feedback message, delivered twice, is one feedback."""
+    return message_id("feedback", referral_id, organisation, status, occurred_at)
+
+
+def overdue_id(registration_id: str, audience: str) -> str:
+    return message_id("overdue", registration_id, audience)

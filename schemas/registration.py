@@ -18,7 +18,13 @@ class RegistrationStatus(StrEnum):
     RECEIVED = "received"
     WAITING_FOR_CONSENT = "waiting-for-consent"
     RELEASED = "released"
+    CONTACTED = "contacted"
+    IN_PROGRESS = "in-progress"
+    COMPLETED = "completed"
+    DECLINED = "declined"
+    NOT_REACHED = "not-reached"
     REVOKED = "revoked"
+    OVERDUE = "overdue"
 
 
 class StoredReferral(BaseModel):
@@ -72,6 +78,9 @@ class ReferralReleased(_Event):
     consent_id: str
     released_at: datetime
     classes: frozenset[DataClass] = frozenset()
+    first_of_registration: bool = True
+    """False when an earlier referral of the same registration already reached this
+    recipient: it then arrives as `referral-updated`, never as a second intake."""
 
 
 class ReferralUpdated(_Event):
@@ -84,6 +93,47 @@ class ReferralUpdated(_Event):
     consent_id: str
     updated_at: datetime
     classes: frozenset[DataClass] = frozenset()
+
+
+class RegistrationState(BaseModel):
+    """The registration as the rules see it: one per patient x welfare organisation
+    trajectory (CONTRACT §7)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    registration_id: str
+    referral_id: str
+    recipient_id: str
+    status: str
+    practice_id: str | None = None
+    contact_due_at: datetime | None = None
+    contact_made_at: datetime | None = None
+    overdue_at: datetime | None = None
+    closed_at: datetime | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self.closed_at is not None
+
+
+class FeedbackForwarded(_Event):
+    referral_id: str
+    registration_id: str
+    organisation: str
+    practice_id: str
+    status: str
+    at: datetime
+
+
+class ContactOverdue(_Event):
+    """No contact within the term: the GP is told, the organisation reminded (once)."""
+
+    referral_id: str
+    registration_id: str
+    recipient_id: str
+    practice_id: str
+    due_at: datetime
+    at: datetime
 
 
 class ReferralRevoked(_Event):

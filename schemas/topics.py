@@ -120,6 +120,9 @@ CE_REFERRAL_CREATED = ce_type("referral-created")
 CE_CONSENT_GRANTED = ce_type("consent-granted")
 CE_CONSENT_WITHDRAWN = ce_type("consent-withdrawn")
 CE_FEEDBACK_RETURNED = ce_type("feedback-returned")
+CE_FEEDBACK_FORWARDED = ce_type("feedback-forwarded")
+CE_CONTACT_OVERDUE = ce_type("contact-overdue")
+CE_CONTACT_REMINDER = ce_type("contact-reminder")
 
 INBOUND_CE_TYPES = {
     REFERRAL_CREATED: CE_REFERRAL_CREATED,

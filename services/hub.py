@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -27,6 +27,7 @@ from schemas import topics as topic_names
 from schemas.participants import Participants
 from schemas.topics import Topics
 from services.consent.app import create_router as consent_router
+from services.feedback.app import create_router as feedback_router
 from services.intake.app import create_router as intake_router
 from services.runtime import Hub, utc_now
 from services.settings import DEMO_PARTICIPANTS, HubSettings
@@ -109,6 +110,7 @@ async def start_hub(
     """Start everything; raises `ConfigurationError` or `BrokerError` with a clear message."""
     participants = participants or load_configured_participants(settings)
     embedded: EmbeddedBroker | None = None
+    cleanup: list[Callable[[], Awaitable[object]]] = []
     bootstrap = settings.kafka_bootstrap_servers
     if not bootstrap:
         embedded = EmbeddedBroker(
@@ -157,7 +159,8 @@ async def start_hub(
             max_message_bytes=settings.max_message_bytes,
         )
         trackers = [
-            AssignmentTracker(n) for n in ("intake", "consent-granted", "consent-withdrawn")
+            AssignmentTracker(n)
+            for n in ("intake", "consent-granted", "consent-withdrawn", "feedback")
         ]
         broker = KafkaBroker(
             bootstrap,
@@ -167,11 +170,18 @@ async def start_hub(
         )
         broker.include_router(intake_router(hub, tuning, trackers[0]))
         broker.include_router(consent_router(hub, tuning, trackers[1], trackers[2]))
+        broker.include_router(feedback_router(hub, tuning, trackers[3]))
         await relay.start()
+        cleanup.append(relay.stop)
+        cleanup.append(broker.stop)
         await _start_concurrently(broker)
         ticker = Ticker(hub, TimerSettings().interval_seconds)
         ticker.start()
     except BaseException:
+        # Undo what started, in reverse order, then report the original failure.
+        for undo in cleanup[::-1]:
+            with contextlib.suppress(Exception):
+                await undo()
         if embedded is not None:
             embedded.stop()
         raise

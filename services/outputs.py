@@ -1,109 +1,250 @@
-"""Rendering the consent gate's outputs into outbox messages, in the gate's transaction.
-Shared by every service that can release (intake, consent, timers)."""
+"""Rendering the rules' outputs into outbox messages, in the same transaction.
+Shared by every service whose rules produce outputs (intake, consent, feedback, timers)."""
 
 from __future__ import annotations
 
-from adapters.broker.cloudevents import ce_headers, continue_trace
+from datetime import datetime, timedelta
+
+import orjson
+
+from adapters.broker.cloudevents import ce_headers, continue_trace, rfc3339
+from adapters.fhir.to_fhir import feedback_bundle, overdue_bundle
 from adapters.municipal.iwmo import identificatie, iwmo_from_disclosure
 from adapters.storage.store import Tx
 from adapters.welfare.intake import intake_from_disclosure, intake_json, revoked_json
-from schemas.ids import message_id, release_id
+from schemas.ids import message_id, overdue_id, release_id
 from schemas.messages import InboundRecord, OutboundMessage
-from schemas.registration import ReferralReleased, ReferralRevoked
-from schemas.topics import CE_REFERRAL_RELEASED, CE_REFERRAL_REVOKED, CE_REFERRAL_UPDATED, Header
+from schemas.participants import Participant
+from schemas.registration import (
+    ContactOverdue,
+    FeedbackForwarded,
+    ReferralReleased,
+    ReferralRevoked,
+    ReferralUpdated,
+)
+from schemas.topics import (
+    CE_CONTACT_OVERDUE,
+    CE_CONTACT_REMINDER,
+    CE_FEEDBACK_FORWARDED,
+    CE_REFERRAL_RELEASED,
+    CE_REFERRAL_REVOKED,
+    CE_REFERRAL_UPDATED,
+    Header,
+)
+from services.domain.feedback import message_id_of
 from services.domain.gate import REVOKE_REASON, GatePolicy, GateResult, Output
 from services.runtime import Hub
 
 XML = "application/xml"
 JSON = "application/json"
+FHIR_JSON = "application/fhir+json"
 
 
 def gate_policy(hub: Hub) -> GatePolicy:
     return GatePolicy(
-        municipalities=frozenset(p.id for p in hub.participants.of_kind("municipality"))
+        municipalities=frozenset(p.id for p in hub.participants.of_kind("municipality")),
+        contact_days={p.id: p.contact_within_days for p in hub.participants.of_kind("welfare")},
+        retention=timedelta(days=hub.settings.retention_days),
     )
 
 
-def _topic(hub: Hub, recipient_id: str) -> str:
-    participant = hub.participants.by_id[recipient_id]
-    if participant.kind == "municipality":
-        return hub.topics.wmo_registrations(participant.cbs_code or "")
-    return hub.topics.welfare_referrals(participant.id)
-
-
-def _render(hub: Hub, tx: Tx, output: Output, traceparent: str) -> OutboundMessage:
-    event = output.event
-    recipient = hub.participants.by_id[event.recipient_id]
-    if isinstance(event, ReferralRevoked):
-        ce_id, ce_type, at, content_type = (
-            message_id("revoked", event.referral_id, event.recipient_id),
-            CE_REFERRAL_REVOKED,
-            event.revoked_at,
-            JSON,
-        )
-        body = revoked_json(
-            referral_id=event.referral_id,
-            registration_id=event.registration_id,
-            revoked_at=event.revoked_at,
-            reason=REVOKE_REASON,
-        )
-    else:
-        assert output.disclosure is not None
-        released = isinstance(event, ReferralReleased)
-        at = event.released_at if isinstance(event, ReferralReleased) else event.updated_at
-        ce_type = CE_REFERRAL_RELEASED if released else CE_REFERRAL_UPDATED
-        ce_id = (
-            release_id(event.referral_id, event.recipient_id)
-            if released
-            else message_id(
-                "updated", event.referral_id, event.recipient_id, output.disclosure.fingerprint()
-            )
-        )
-        if recipient.kind == "municipality":
-            stored = tx.referral(event.referral_id)
-            welfare = hub.participants.by_id[stored.recipient_id] if stored else None
-            content_type = XML
-            body = iwmo_from_disclosure(
-                output.disclosure,
-                identificatie=identificatie(tx.next_number("iwmo-identificatie")),
-                ontvanger=recipient.cbs_code or "",
-                registration_id=event.registration_id,
-                welfare_id=welfare.id if welfare else "onbekend",
-                welfare_name=welfare.name if welfare else "onbekend",
-                sent_at=at,
-            )
-        else:
-            content_type = JSON
-            body = intake_json(
-                intake_from_disclosure(
-                    output.disclosure,
-                    registration_id=event.registration_id,
-                    consent_id=event.consent_id,
-                    released_at=at,
-                    contact_within_days=recipient.contact_within_days,
-                )
-            )
+def _message(
+    ce_id: str,
+    ce_type: str,
+    topic: str,
+    key: str,
+    body: bytes,
+    at: datetime,
+    traceparent: str,
+    content_type: str,
+) -> OutboundMessage:
     return OutboundMessage(
         message_id=ce_id,
-        topic=_topic(hub, event.recipient_id),
-        key=event.referral_id.encode(),
+        topic=topic,
+        key=key.encode(),
         value=body,
         headers=ce_headers(
             ce_id=ce_id,
             ce_type=ce_type,
             time=at,
             traceparent=traceparent,
-            subject=event.referral_id,
+            subject=key,
             content_type=content_type,
         ),
     )
 
 
+def _recipient_topic(hub: Hub, recipient: Participant) -> str:
+    if recipient.kind == "municipality":
+        return hub.topics.wmo_registrations(recipient.cbs_code or "")
+    return hub.topics.welfare_referrals(recipient.id)
+
+
+def _owner(participant: Participant) -> tuple[str, str, str]:
+    ident = participant.identifiers[0]
+    return ident.system, ident.value, participant.name
+
+
+def _agb(hub: Hub, practice_id: str) -> str:
+    practice = hub.participants.by_id[practice_id]
+    return next(i.value for i in practice.identifiers if i.system.endswith("/agb-z"))
+
+
+def _disclosure_message(hub: Hub, tx: Tx, output: Output, traceparent: str) -> OutboundMessage:
+    event = output.event
+    assert isinstance(event, ReferralReleased | ReferralUpdated)
+    assert output.disclosure is not None
+    recipient = hub.participants.by_id[event.recipient_id]
+    first = isinstance(event, ReferralReleased) and event.first_of_registration
+    at = event.released_at if isinstance(event, ReferralReleased) else event.updated_at
+    if isinstance(event, ReferralReleased):
+        ce_id = release_id(event.referral_id, event.recipient_id)
+    else:
+        ce_id = message_id(
+            "updated", event.referral_id, event.recipient_id, output.disclosure.fingerprint()
+        )
+    # Not the first referral of this registration to reach the organisation: an update of
+    # the registration it has, never a second intake.
+    ce_type = CE_REFERRAL_RELEASED if first else CE_REFERRAL_UPDATED
+    if recipient.kind == "municipality":
+        stored = tx.referral(event.referral_id)
+        welfare = hub.participants.get(stored.recipient_id) if stored else None
+        body = iwmo_from_disclosure(
+            output.disclosure,
+            identificatie=identificatie(tx.next_number("iwmo-identificatie")),
+            ontvanger=recipient.cbs_code or "",
+            registration_id=event.registration_id,
+            welfare_id=welfare.id if welfare else "onbekend",
+            welfare_name=welfare.name if welfare else "onbekend",
+            sent_at=at,
+        )
+        content_type = XML
+    else:
+        body = intake_json(
+            intake_from_disclosure(
+                output.disclosure,
+                registration_id=event.registration_id,
+                consent_id=event.consent_id,
+                released_at=at,
+                contact_within_days=recipient.contact_within_days,
+            )
+        )
+        content_type = JSON
+    return _message(
+        ce_id,
+        ce_type,
+        _recipient_topic(hub, recipient),
+        event.referral_id,
+        body,
+        at,
+        traceparent,
+        content_type,
+    )
+
+
+def _render(hub: Hub, tx: Tx, output: Output, traceparent: str) -> list[OutboundMessage]:
+    event = output.event
+    if isinstance(event, ReferralRevoked):
+        recipient = hub.participants.by_id[event.recipient_id]
+        body = revoked_json(
+            referral_id=event.referral_id,
+            registration_id=event.registration_id,
+            revoked_at=event.revoked_at,
+            reason=REVOKE_REASON,
+        )
+        ce_id = message_id("revoked", event.referral_id, event.recipient_id)
+        return [
+            _message(
+                ce_id,
+                CE_REFERRAL_REVOKED,
+                _recipient_topic(hub, recipient),
+                event.referral_id,
+                body,
+                event.revoked_at,
+                traceparent,
+                JSON,
+            )
+        ]
+    if isinstance(event, FeedbackForwarded):
+        assert output.feedback is not None
+        stored = tx.referral(event.referral_id)
+        system, value, name = _owner(hub.participants.by_id[event.organisation])
+        body = feedback_bundle(
+            output.feedback,
+            registration_id=event.registration_id,
+            referral_system=stored.referral.identifier_system if stored else None,
+            practice_agb=_agb(hub, event.practice_id),
+            owner_system=system,
+            owner_value=value,
+            owner_name=name,
+            at=event.at,
+        )
+        return [
+            _message(
+                message_id_of(output.feedback),
+                CE_FEEDBACK_FORWARDED,
+                hub.topics.his_feedback(event.practice_id),
+                event.referral_id,
+                body,
+                event.at,
+                traceparent,
+                FHIR_JSON,
+            )
+        ]
+    if isinstance(event, ContactOverdue):
+        stored = tx.referral(event.referral_id)
+        welfare = hub.participants.by_id[event.recipient_id]
+        system, value, name = _owner(welfare)
+        notice = overdue_bundle(
+            registration_id=event.registration_id,
+            referral_system=stored.referral.identifier_system if stored else None,
+            referral_id=event.referral_id,
+            practice_agb=_agb(hub, event.practice_id),
+            owner_system=system,
+            owner_value=value,
+            owner_name=name,
+            due_at=event.due_at,
+            at=event.at,
+        )
+        reminder = orjson.dumps(
+            {
+                "referral_id": event.referral_id,
+                "registration_id": event.registration_id,
+                "due_at": rfc3339(event.due_at),
+                "reason": "contact-overdue",
+            }
+        )
+        return [
+            _message(
+                overdue_id(event.registration_id, "gp"),
+                CE_CONTACT_OVERDUE,
+                hub.topics.his_feedback(event.practice_id),
+                event.referral_id,
+                notice,
+                event.at,
+                traceparent,
+                FHIR_JSON,
+            ),
+            _message(
+                overdue_id(event.registration_id, "welfare"),
+                CE_CONTACT_REMINDER,
+                hub.topics.welfare_referrals(welfare.id),
+                event.referral_id,
+                reminder,
+                event.at,
+                traceparent,
+                JSON,
+            ),
+        ]
+    return [_disclosure_message(hub, tx, output, traceparent)]
+
+
 def outputs_to_outbox(hub: Hub, tx: Tx, result: GateResult, cause: InboundRecord | None) -> None:
-    """One message per gate output. The trace continues from the record that caused it
-    (the one that completed a referral+consent pair, or the withdrawal)."""
+    """Every message the rules decided on. The trace continues from the record that caused
+    it (the one that completed a referral+consent pair, the withdrawal, the feedback)."""
     if not result.outputs:
         return
     traceparent = continue_trace(cause.header(Header.TRACEPARENT) if cause else None)
     for output in result.outputs:
-        tx.add_outbox(_render(hub, tx, output, traceparent))
+        for message in _render(hub, tx, output, traceparent):
+            tx.add_outbox(message)

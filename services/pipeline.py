@@ -158,7 +158,16 @@ def log_event(event_type: str, event: HubEvent) -> None:
         )
         return
     fields = event.model_dump(
-        include={"referral_id", "registration_id", "recipient_id", "consent_id", "status", "cause"}
+        include={
+            "referral_id",
+            "registration_id",
+            "recipient_id",
+            "consent_id",
+            "status",
+            "cause",
+            "organisation",
+            "practice_id",
+        }
     )
     log.info(
         _OUTCOMES.get(type(event).__name__, type(event).__name__),
@@ -176,4 +185,6 @@ _OUTCOMES = {
     "ReferralReleased": "released",
     "ReferralUpdated": "updated",
     "ReferralRevoked": "revoked",
+    "FeedbackForwarded": "feedback-forwarded",
+    "ContactOverdue": "contact-overdue",
 }

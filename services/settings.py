@@ -38,6 +38,9 @@ class HubSettings(BaseSettings):
         default=None, description="unset: 1000 on the embedded broker, 10000 on Kafka"
     )
     heartbeat_interval_ms: int | None = None
+    retention_days: int = Field(
+        default=7305, ge=1, description="closed registrations are kept this long (WGBO: 20 years)"
+    )
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"
     embedded_broker_port: int | None = None

@@ -54,6 +54,8 @@ class OutboxRelay:
         self._stopping = False
         self._on_published = on_published
         self.published_total = 0
+        # One publisher at a time: two passes over the same pending rows would send them twice.
+        self._lock = asyncio.Lock()
 
     def wake(self) -> None:
         self._wake.set()
@@ -104,6 +106,10 @@ class OutboxRelay:
 
     async def publish_pending(self) -> int:
         """Publish every pending row; returns how many were marked published."""
+        async with self._lock:
+            return await self._publish_pending()
+
+    async def _publish_pending(self) -> int:
         total = 0
         while True:
             rows = await asyncio.to_thread(self.store.pending_outbox, BATCH_ROWS)

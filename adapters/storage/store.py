@@ -35,8 +35,9 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from adapters.storage import tables as t
 from schemas.consent import Consent
+from schemas.feedback import WelfareFeedback
 from schemas.messages import OutboundMessage
-from schemas.registration import ReleaseState, StoredReferral
+from schemas.registration import RegistrationState, ReleaseState, StoredReferral
 
 T = TypeVar("T")
 
@@ -68,6 +69,20 @@ def _headers_json(headers: tuple[tuple[str, bytes | None], ...]) -> str:
 
 def _headers_from_json(raw: str) -> tuple[tuple[str, bytes | None], ...]:
     return tuple((k, None if v is None else base64.b64decode(v)) for k, v in orjson.loads(raw))
+
+
+def _registration_state(row: Any) -> RegistrationState:
+    return RegistrationState(
+        registration_id=row.registration_id,
+        referral_id=row.referral_id,
+        recipient_id=row.recipient_id,
+        status=row.status,
+        practice_id=row.practice_id,
+        contact_due_at=row.contact_due_at,
+        contact_made_at=row.contact_made_at,
+        overdue_at=row.overdue_at,
+        closed_at=row.closed_at,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,8 +155,10 @@ class Tx:
                     referral_id=stored.referral.referral_id,
                     recipient_id=stored.recipient_id,
                     status="received",
-                    created_at=now,
+                    created_at=stored.received_at,
                     updated_at=now,
+                    patient_bsn=str(stored.referral.client.bsn),
+                    practice_id=stored.referral.referrer.practice_id,
                 )
             )
 
@@ -263,6 +280,139 @@ class Tx:
             )
             .values(revoked_at=at)
         )
+
+    def registration_released_before(
+        self, registration_id: str, recipient_id: str, referral_id: str
+    ) -> bool:
+        """Did another referral of this registration already reach this recipient?"""
+        row = self.conn.execute(
+            select(t.releases.c.referral_id).where(
+                t.releases.c.registration_id == registration_id,
+                t.releases.c.recipient_id == recipient_id,
+                t.releases.c.referral_id != referral_id,
+            )
+        ).first()
+        return row is not None
+
+    def live_releases(self, registration_id: str, recipient_id: str) -> int:
+        return int(
+            self.conn.execute(
+                select(func.count()).where(
+                    t.releases.c.registration_id == registration_id,
+                    t.releases.c.recipient_id == recipient_id,
+                    t.releases.c.revoked_at.is_(None),
+                )
+            ).scalar_one()
+        )
+
+    # --- registrations -------------------------------------------------------------
+    def open_registration(self, bsn: str, recipient_id: str) -> str | None:
+        row = self.conn.execute(
+            select(t.registrations.c.registration_id)
+            .where(
+                t.registrations.c.patient_bsn == str(bsn),
+                t.registrations.c.recipient_id == recipient_id,
+                t.registrations.c.closed_at.is_(None),
+            )
+            .order_by(t.registrations.c.created_at, t.registrations.c.registration_id)
+        ).first()
+        return row.registration_id if row else None
+
+    def registration(self, registration_id: str) -> RegistrationState | None:
+        row = self.conn.execute(
+            select(t.registrations).where(t.registrations.c.registration_id == registration_id)
+        ).first()
+        return _registration_state(row) if row else None
+
+    def _set_once(self, registration_id: str, column: str, **values: datetime) -> None:
+        """Set `values` on a registration unless `column` is already set (first one wins)."""
+        self.conn.execute(
+            update(t.registrations)
+            .where(
+                t.registrations.c.registration_id == registration_id,
+                t.registrations.c[column].is_(None),
+            )
+            .values(**values)
+        )
+
+    def set_contact_due(self, registration_id: str, due_at: datetime) -> None:
+        self._set_once(registration_id, "contact_due_at", contact_due_at=due_at)
+
+    def mark_contact_made(self, registration_id: str, at: datetime) -> None:
+        self._set_once(registration_id, "contact_made_at", contact_made_at=at)
+
+    def close_registration(
+        self, registration_id: str, at: datetime, retain_until: datetime
+    ) -> None:
+        self._set_once(registration_id, "closed_at", closed_at=at, retain_until=retain_until)
+
+    def registrations_due(self, until: datetime) -> list[RegistrationState]:
+        rows = self.conn.execute(
+            select(t.registrations)
+            .where(
+                t.registrations.c.contact_due_at <= until,
+                t.registrations.c.contact_made_at.is_(None),
+                t.registrations.c.overdue_at.is_(None),
+                t.registrations.c.closed_at.is_(None),
+            )
+            .order_by(t.registrations.c.contact_due_at, t.registrations.c.registration_id)
+        )
+        return [_registration_state(r) for r in rows]
+
+    def mark_overdue(self, registration_id: str, at: datetime) -> None:
+        self.conn.execute(
+            update(t.registrations)
+            .where(t.registrations.c.registration_id == registration_id)
+            .values(overdue_at=at)
+        )
+
+    def add_feedback(
+        self, message_id: str, feedback: WelfareFeedback, registration_id: str, at: datetime
+    ) -> bool:
+        """Keep a feedback message; False when this very message was kept before."""
+        exists = self.conn.execute(
+            select(t.feedback.c.id).where(t.feedback.c.message_id == message_id)
+        ).first()
+        if exists:
+            return False
+        self.conn.execute(
+            insert(t.feedback).values(
+                message_id=message_id,
+                referral_id=feedback.referral_id,
+                registration_id=registration_id,
+                organisation=feedback.organisation,
+                status=str(feedback.status),
+                occurred_at=feedback.occurred_at,
+                summary=feedback.summary,
+                received_at=at,
+            )
+        )
+        return True
+
+    def purge_expired(self, now: datetime) -> int:
+        """Closed registrations past their retention keep their ids and timeline; the
+        personal data held for them (referrals, feedback summaries, the BSN) is deleted."""
+        expired = [
+            r.registration_id
+            for r in self.conn.execute(
+                select(t.registrations.c.registration_id).where(
+                    t.registrations.c.retain_until <= now,
+                    t.registrations.c.patient_bsn.is_not(None),
+                )
+            )
+        ]
+        if not expired:
+            return 0
+        self.conn.execute(delete(t.referrals).where(t.referrals.c.registration_id.in_(expired)))
+        self.conn.execute(
+            update(t.feedback).where(t.feedback.c.registration_id.in_(expired)).values(summary="")
+        )
+        self.conn.execute(
+            update(t.registrations)
+            .where(t.registrations.c.registration_id.in_(expired))
+            .values(patient_bsn=None)
+        )
+        return len(expired)
 
     def next_number(self, name: str) -> int:
         """A counter that never repeats a value (part of this transaction)."""

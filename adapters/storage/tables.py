@@ -111,6 +111,29 @@ registrations = Table(
     Column("status", String(32), nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+    Column("patient_bsn", String(9), nullable=True),
+    Column("practice_id", String(40), nullable=True),
+    Column("contact_due_at", UtcDateTime, nullable=True, index=True),
+    Column("contact_made_at", UtcDateTime, nullable=True),
+    Column("overdue_at", UtcDateTime, nullable=True),
+    Column("closed_at", UtcDateTime, nullable=True),
+    Column("retain_until", UtcDateTime, nullable=True),
+    Index("ix_registrations_patient_recipient", "patient_bsn", "recipient_id"),
+)
+
+feedback = Table(
+    "feedback",
+    metadata,
+    Column("id", Serial, primary_key=True, autoincrement=True),
+    Column("message_id", String(36), nullable=False),
+    Column("referral_id", String(64), nullable=False, index=True),
+    Column("registration_id", String(36), nullable=False),
+    Column("organisation", String(40), nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("occurred_at", UtcDateTime, nullable=False),
+    Column("summary", Text, nullable=False),
+    Column("received_at", UtcDateTime, nullable=False),
+    UniqueConstraint("message_id", name="uq_feedback_message_id"),
 )
 
 registration_events = Table(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,6 +27,7 @@ from schemas.errors import SchakelError
 from schemas.identifiers import bsn_valid
 from schemas.registration import (
     ConsentRecorded,
+    FeedbackForwarded,
     HubEvent,
     MessageDeadLettered,
     ReferralAwaitingConsent,
@@ -39,6 +41,22 @@ from services.settings import DEMO_PARTICIPANTS, HubSettings
 
 E = TypeVar("E")
 STEP_TIMEOUT = 30.0
+
+
+async def _reader(bootstrap: str, client_id: str, *topics: str) -> AIOKafkaConsumer:
+    """A recipient's consumer: every partition of `topics`, from the beginning, no group."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, client_id=client_id
+    )
+    await consumer.start()
+    partitions = [
+        TopicPartition(topic, p)
+        for topic in topics
+        for p in sorted(consumer.partitions_for_topic(topic) or [])
+    ]
+    consumer.assign(partitions)
+    await consumer.seek_to_beginning(*partitions)
+    return consumer
 
 
 async def _await_event(queue: asyncio.Queue[HubEvent], kind: type[E], **match: Any) -> E:
@@ -86,18 +104,8 @@ async def _journey(console: Console, running: RunningHub) -> int:
     welfare_topic = hub.topics.welfare_referrals(welfare.id)
     wmo_topic = hub.topics.wmo_registrations(municipality.cbs_code or "")
     # The demo plays both recipients: it reads their topics from the beginning.
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=running.bootstrap, enable_auto_commit=False, client_id="demo-recipients"
-    )
-    await consumer.start()
+    consumer = await _reader(running.bootstrap, "demo-recipients", welfare_topic, wmo_topic)
     try:
-        partitions = [
-            TopicPartition(topic, p)
-            for topic in (welfare_topic, wmo_topic)
-            for p in sorted(consumer.partitions_for_topic(topic) or [])
-        ]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
         referral_id = "VERW-2026-0001"
         async with Sender(running.bootstrap) as sender:
             console.print()
@@ -115,7 +123,9 @@ async def _journey(console: Console, running: RunningHub) -> int:
                 f"   [green]received[/]: routed to {welfare.name} (registration {received.registration_id})"
             )
             await _await_event(events, ReferralAwaitingConsent, referral_id=referral_id)
-            ends = await consumer.end_offsets(partitions)
+            ends = await consumer.end_offsets(
+                [tp for tp in consumer.assignment() if tp.topic == welfare_topic]
+            )
             console.print(
                 f"   [yellow]waiting for consent[/]: nothing released ({sum(ends.values())} messages on {welfare_topic})"
             )
@@ -193,6 +203,8 @@ async def _journey(console: Console, running: RunningHub) -> int:
         )
     )
 
+    feedback_task = await _feedback_step(console, running, referral_id)
+
     view = hub.store.registration_of_referral(referral_id)
     if view is not None:
         console.print("[bold]Registration timeline[/] " + view.registration_id)
@@ -214,11 +226,55 @@ async def _journey(console: Console, running: RunningHub) -> int:
         "municipal XML is XSD-valid, GP as Verwijzer (type 02)": xml_valid
         and "<Type>02</Type>" in xml,
         "released only after consent": view is not None
-        and [e.status for e in view.timeline] == ["received", "waiting-for-consent", "released"],
+        and [e.status for e in view.timeline][:3]
+        == ["received", "waiting-for-consent", "released"],
+        "feedback reached the GP as a FHIR Task (in-progress)": feedback_task == "in-progress",
     }
     console.print()
     for label, ok in checks.items():
         console.print(f"   {'[green]ok[/]' if ok else '[red]FAILED[/]'}  {label}")
-    console.print("   [dim]feedback to the GP (feedback-returned) is not built yet[/]")
     console.rule("[bold]demo finished")
     return 0 if all(checks.values()) else 1
+
+
+async def _feedback_step(console: Console, running: RunningHub, referral_id: str) -> str | None:
+    """The welfare organisation reports contact; the GP system receives a FHIR Bundle."""
+    hub = running.hub
+    practice = hub.participants.by_id["praktijk-de-linde"]
+    gp_topic = hub.topics.his_feedback(practice.id)
+    events = hub.observers.subscribe()
+    consumer = await _reader(running.bootstrap, "demo-gp", gp_topic)
+    try:
+        feedback = {
+            "referral_id": referral_id,
+            "organisation": "welzijn-hoogeveen",
+            "status": "contacted",
+            "occurred_at": datetime.now(UTC).isoformat(),
+            "summary": "Telefonisch kennisgemaakt; volgende week huisbezoek.",
+        }
+        console.print()
+        console.print(
+            f"[bold]6. Welzijn De Schakel Hoogeveen reports back[/] on {hub.topics.feedback_returned}: contacted"
+        )
+        async with Sender(running.bootstrap) as sender:
+            await sender.send(
+                hub.topics.feedback_returned,
+                orjson.dumps(feedback),
+                key=referral_id.encode(),
+                headers=inbound_headers(names.FEEDBACK_RETURNED),
+            )
+        await _await_event(events, FeedbackForwarded, referral_id=referral_id)
+        record = await asyncio.wait_for(consumer.getone(), STEP_TIMEOUT)
+    finally:
+        await consumer.stop()
+        hub.observers.unsubscribe(events)
+    bundle = orjson.loads(record.value)
+    task = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Task")
+    communication = next(
+        e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Communication"
+    )
+    console.print(
+        f"   [green]{practice.name} receives on {gp_topic}[/]: FHIR Bundle, Task status "
+        f'[bold]{task["status"]}[/], Communication: "{communication["payload"][0]["contentString"]}"'
+    )
+    return str(task["status"])

@@ -14,17 +14,20 @@ moment of processing: late or replayed events cannot revive a withdrawn consent.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 from schemas.consent import Consent
 from schemas.disclosure import Disclosure, RecipientKind
-from schemas.ids import registration_id_for
+from schemas.feedback import WelfareFeedback
+from schemas.ids import message_id, registration_id_for
 from schemas.referral import Referral
 from schemas.registration import (
     ConsentRecorded,
+    ContactOverdue,
+    FeedbackForwarded,
     GateEvent,
     ReferralAwaitingConsent,
     ReferralReceived,
@@ -44,23 +47,34 @@ HUB = "schakel-hub"
 REVOKE_REASON = "consent-withdrawn"
 
 
+DEFAULT_CONTACT_DAYS = 14
+DEFAULT_RETENTION = timedelta(days=20 * 365 + 5)  # WGBO: 20 years (DOMAIN §5)
+
+
 @dataclass(frozen=True)
 class GatePolicy:
-    """Facts about participants the gate needs: which recipients are municipalities."""
+    """Facts about participants the rules need: which recipients are municipalities, and
+    each welfare organisation's contact term; how long closed registrations are kept."""
 
     municipalities: frozenset[str] = frozenset()
+    contact_days: Mapping[str, int] = field(default_factory=dict)
+    retention: timedelta = DEFAULT_RETENTION
 
     def kind_of(self, recipient_id: str) -> RecipientKind:
         return "municipality" if recipient_id in self.municipalities else "welfare"
 
+    def contact_term(self, recipient_id: str) -> timedelta:
+        return timedelta(days=self.contact_days.get(recipient_id, DEFAULT_CONTACT_DAYS))
+
 
 @dataclass(frozen=True)
 class Output:
-    """Something to send to a recipient, decided by the gate."""
+    """Something to send, decided by the rules."""
 
-    action: Literal["released", "updated", "revoked"]
-    event: ReferralReleased | ReferralUpdated | ReferralRevoked
-    disclosure: Disclosure | None
+    action: Literal["released", "updated", "revoked", "feedback", "overdue"]
+    event: ReferralReleased | ReferralUpdated | ReferralRevoked | FeedbackForwarded | ContactOverdue
+    disclosure: Disclosure | None = None
+    feedback: WelfareFeedback | None = None
 
 
 @dataclass
@@ -99,6 +113,24 @@ def _settle(
     referral = stored.referral
     consents = store.consents_for(referral.referral_id, referral.client.bsn)
     releases = store.releases_of(referral.referral_id)
+    registration = store.registration(stored.registration_id)
+    if registration is not None and registration.closed and stored.recipient_id not in releases:
+        # Its trajectory closed (revoked) while this referral waited: if it goes out now, it
+        # starts a new registration rather than updating a closed one.
+        stored = stored.model_copy(
+            update={
+                "registration_id": message_id(
+                    "registration",
+                    referral.referral_id,
+                    stored.recipient_id,
+                    registration.registration_id,
+                )
+            }
+        )
+        store.put_referral(stored)
+        store.add_status(
+            stored.registration_id, RegistrationStatus.RECEIVED, at, referral.referrer.practice_id
+        )
     targets = {stored.recipient_id, *releases}
     for consent in consents:
         if consent.status == "active" and not consent.is_objection:
@@ -120,12 +152,13 @@ def _settle(
                     cover.consent_id or "",
                     cover.classes,
                     at,
+                    policy,
                     result,
                 )
         elif state.revoked_at is None:
             if not cover.covered:
                 if revokes(referral, recipient):
-                    _revoke(store, stored, recipient, kind, at, cause, result)
+                    _revoke(store, stored, recipient, kind, at, cause, policy, result)
             else:
                 disclosure = disclose(referral, kind, cover.classes)
                 if disclosure.fingerprint() != state.fingerprint:
@@ -151,9 +184,13 @@ def _release(
     consent_id: str,
     classes: frozenset,  # type: ignore[type-arg]
     at: datetime,
+    policy: GatePolicy,
     result: GateResult,
 ) -> None:
     disclosure = disclose(stored.referral, kind, classes)
+    first = not store.registration_released_before(
+        stored.registration_id, recipient, stored.referral.referral_id
+    )
     event = ReferralReleased(
         referral_id=stored.referral.referral_id,
         registration_id=stored.registration_id,
@@ -162,6 +199,7 @@ def _release(
         consent_id=consent_id,
         released_at=at,
         classes=classes,
+        first_of_registration=first,
     )
     store.record_release(
         ReleaseState(
@@ -173,8 +211,9 @@ def _release(
             fingerprint=disclosure.fingerprint(),
         )
     )
-    if kind == "welfare":
+    if kind == "welfare" and first:
         store.add_status(stored.registration_id, RegistrationStatus.RELEASED, at, HUB)
+        store.set_contact_due(stored.registration_id, at + policy.contact_term(recipient))
     result.events.append(event)
     result.outputs.append(Output("released", event, disclosure))
 
@@ -186,11 +225,14 @@ def _revoke(
     kind: RecipientKind,
     at: datetime,
     cause: str,
+    policy: GatePolicy,
     result: GateResult,
 ) -> None:
     store.mark_revoked(stored.referral.referral_id, recipient, at)
-    if kind == "welfare":
+    if kind == "welfare" and not store.live_releases(stored.registration_id, recipient):
+        # Nothing of this trajectory may reach the organisation any more: it is closed.
         store.add_status(stored.registration_id, RegistrationStatus.REVOKED, at, cause)
+        store.close_registration(stored.registration_id, at, at + policy.retention)
     event = ReferralRevoked(
         referral_id=stored.referral.referral_id,
         registration_id=stored.registration_id,
@@ -213,26 +255,38 @@ def on_referral(
     """A referral arrived (already validated and routed to `recipient_id`)."""
     result = GateResult()
     existing = store.referral(referral.referral_id)
-    if existing is not None and existing.referral == referral:
-        result.events.append(ReferralRedelivered(referral_id=referral.referral_id, at=at))
-        return result
+    if existing is not None:
+        registration = store.registration(existing.registration_id)
+        if existing.referral == referral or (registration is not None and registration.closed):
+            # A duplicate, or a late re-send for a closed trajectory: never reopened.
+            result.events.append(ReferralRedelivered(referral_id=referral.referral_id, at=at))
+            return result
 
     if existing is not None and existing.recipient_id in store.releases_of(referral.referral_id):
         # Released already: it stays with the organisation that has it; a change reaches
         # that organisation as an update under the same registration.
         recipient_id = existing.recipient_id
+    if existing is not None and existing.recipient_id == recipient_id:
+        registration_id = existing.registration_id
+    else:
+        # One registration per patient x organisation: a new referral for a patient with an
+        # open trajectory there joins it.
+        registration_id = store.open_registration(
+            referral.client.bsn, recipient_id
+        ) or registration_id_for(referral.referral_id, recipient_id)
     stored = StoredReferral(
         referral=referral,
         recipient_id=recipient_id,
-        registration_id=registration_id_for(referral.referral_id, recipient_id),
+        registration_id=registration_id,
         received_at=existing.received_at if existing is not None else at,
     )
+    new_registration = store.registration(registration_id) is None
     store.put_referral(stored)
-    new_registration = existing is None or existing.registration_id != stored.registration_id
     if new_registration:
         store.add_status(
             stored.registration_id, RegistrationStatus.RECEIVED, at, referral.referrer.practice_id
         )
+    if existing is None or existing.registration_id != stored.registration_id:
         result.events.append(
             ReferralReceived(
                 referral_id=referral.referral_id,
@@ -242,8 +296,12 @@ def on_referral(
             )
         )
     _settle(store, stored, at, policy, result)
-    if new_registration and recipient_id not in store.releases_of(referral.referral_id):
-        store.add_status(stored.registration_id, RegistrationStatus.WAITING_FOR_CONSENT, at, HUB)
+    arrived = existing is None or existing.registration_id != stored.registration_id
+    if arrived and recipient_id not in store.releases_of(referral.referral_id):
+        if new_registration:
+            store.add_status(
+                stored.registration_id, RegistrationStatus.WAITING_FOR_CONSENT, at, HUB
+            )
         result.events.append(
             ReferralAwaitingConsent(
                 referral_id=referral.referral_id,
@@ -314,10 +372,25 @@ def on_consent(
 
 
 def on_tick(store: GateStore, at: datetime, policy: GatePolicy = GatePolicy()) -> GateResult:
-    """Time passed: consents whose period has begun now cover what they name."""
+    """Time passed: consents whose period has begun now cover what they name, and
+    registrations past their contact term without contact are overdue (once: the state is
+    in the store, so a hub that was down across the deadline still fires exactly once)."""
     result = GateResult()
     for consent in store.consents_starting(at):
         store.mark_started(consent.consent_id)
         for stored in _affected(store, consent):
             _settle(store, stored, at, policy, result)
+    for registration in store.registrations_due(at):
+        store.mark_overdue(registration.registration_id, at)
+        store.add_status(registration.registration_id, RegistrationStatus.OVERDUE, at, HUB)
+        event = ContactOverdue(
+            referral_id=registration.referral_id,
+            registration_id=registration.registration_id,
+            recipient_id=registration.recipient_id,
+            practice_id=registration.practice_id or "",
+            due_at=registration.contact_due_at or at,
+            at=at,
+        )
+        result.events.append(event)
+        result.outputs.append(Output("overdue", event))
     return result

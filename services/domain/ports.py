@@ -6,7 +6,8 @@ from datetime import datetime
 from typing import Protocol
 
 from schemas.consent import Consent
-from schemas.registration import ReleaseState, StoredReferral
+from schemas.feedback import WelfareFeedback
+from schemas.registration import RegistrationState, ReleaseState, StoredReferral
 
 
 class GateStore(Protocol):
@@ -43,3 +44,35 @@ class GateStore(Protocol):
     def mark_revoked(self, referral_id: str, recipient_id: str, at: datetime) -> None: ...
 
     def add_status(self, registration_id: str, status: str, at: datetime, by: str) -> None: ...
+
+    def registration_released_before(
+        self, registration_id: str, recipient_id: str, referral_id: str
+    ) -> bool:
+        """Did another referral of this registration already reach this recipient?"""
+
+    def live_releases(self, registration_id: str, recipient_id: str) -> int:
+        """Releases of this registration to this recipient that are not revoked."""
+
+    # --- registrations (one per patient x welfare organisation trajectory) -------------
+    def open_registration(self, bsn: str, recipient_id: str) -> str | None: ...
+
+    def registration(self, registration_id: str) -> RegistrationState | None: ...
+
+    def set_contact_due(self, registration_id: str, due_at: datetime) -> None:
+        """Sets the contact term once (the first release of the registration)."""
+
+    def mark_contact_made(self, registration_id: str, at: datetime) -> None: ...
+
+    def close_registration(
+        self, registration_id: str, at: datetime, retain_until: datetime
+    ) -> None: ...
+
+    def registrations_due(self, until: datetime) -> list[RegistrationState]:
+        """Open registrations past their contact term with no contact and no overdue yet."""
+
+    def mark_overdue(self, registration_id: str, at: datetime) -> None: ...
+
+    def add_feedback(
+        self, message_id: str, feedback: WelfareFeedback, registration_id: str, at: datetime
+    ) -> bool:
+        """Keeps a feedback message; False when this very message was kept before."""

@@ -23,8 +23,15 @@ def tick(hub: Hub) -> list[HubEvent]:
     policy = gate_policy(hub)
 
     def work(tx: Tx) -> list[HubEvent]:
-        result = gate.on_tick(tx, hub.clock(), policy)
+        now = hub.clock()
+        result = gate.on_tick(tx, now, policy)
         outputs_to_outbox(hub, tx, result, None)
+        purged = tx.purge_expired(now)
+        if purged:
+            log.info(
+                "retention ended: personal data of closed registrations deleted",
+                registrations=purged,
+            )
         return list(result.events)
 
     return hub.store.run(work)

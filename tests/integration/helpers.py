@@ -6,8 +6,10 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
+import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from adapters.broker.admin import delete_topics
@@ -20,6 +22,7 @@ from services.runtime import Observers
 from services.settings import DEMO_PARTICIPANTS, HubSettings
 
 E = TypeVar("E")
+FENCE = "x-test-fence"
 TIMEOUT = 20.0
 
 
@@ -39,16 +42,32 @@ def settings_for(bootstrap: str, database_url: str, prefix: str, **kw: Any) -> H
 
 
 @contextlib.asynccontextmanager
-async def running(settings: HubSettings) -> AsyncIterator[RunningHub]:
-    hub = await start_hub(settings)
+async def running(
+    settings: HubSettings, clock: Callable[[], datetime] | None = None, *, keep_topics: bool = False
+) -> AsyncIterator[RunningHub]:
+    hub = await start_hub(settings, clock=clock) if clock else await start_hub(settings)
     try:
         await hub.wait_assigned(TIMEOUT)
         yield hub
     finally:
         await hub.stop()
-        with contextlib.suppress(Exception):
-            names = [s for s in await _topics_with_prefix(settings)]
-            await delete_topics(settings.kafka_bootstrap_servers or "", names)
+        if not keep_topics:
+            with contextlib.suppress(Exception):
+                names = [s for s in await _topics_with_prefix(settings)]
+                await delete_topics(settings.kafka_bootstrap_servers or "", names)
+
+
+class FakeClock:
+    """The hub's clock, moved by the test: deadlines without waiting for them."""
+
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, delta: timedelta) -> None:
+        self.now += delta
 
 
 async def _topics_with_prefix(settings: HubSettings) -> list[str]:
@@ -99,6 +118,31 @@ async def send_referral(hub: RunningHub, referral_id: str, **bundle: Any) -> Non
     )
 
 
+async def send_feedback(
+    hub: RunningHub,
+    referral_id: str,
+    status: str,
+    *,
+    organisation: str = "welzijn-hoogeveen",
+    occurred_at: str = "2026-12-02T10:00:00+01:00",
+    summary: str = "Contact gehad.",
+) -> None:
+    body = {
+        "referral_id": referral_id,
+        "organisation": organisation,
+        "status": status,
+        "occurred_at": occurred_at,
+        "summary": summary,
+    }
+    await send(
+        hub.bootstrap,
+        hub.hub.topics.feedback_returned,
+        orjson.dumps(body),
+        referral_id,
+        logical=names.FEEDBACK_RETURNED,
+    )
+
+
 async def send_consent(
     hub: RunningHub,
     consent_id: str,
@@ -127,6 +171,7 @@ class TopicReader:
     """Reads a topic from the beginning, as a recipient would (no group)."""
 
     def __init__(self, bootstrap: str, topic: str) -> None:
+        self.bootstrap = bootstrap
         self.topic = topic
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50
@@ -151,14 +196,50 @@ class TopicReader:
             while len(got) < count:
                 batch = await self.consumer.getmany(timeout_ms=200)
                 for records in batch.values():
-                    got.extend(records)
+                    got.extend(r for r in records if not any(k == FENCE for k, _ in r.headers))
 
         await asyncio.wait_for(loop(), timeout)
         return got
 
     async def total(self) -> int:
-        ends = await self.consumer.end_offsets(self.partitions)
-        return sum(ends.values())
+        return len(await self.everything())
+
+    async def everything(self, timeout: float = TIMEOUT) -> list[ConsumerRecord[Any, Any]]:
+        """Every record on the topic now. A fence record is written to each partition and
+        the topic read from the start up to the fences: what is before a fence was written
+        before it. (The embedded broker's ListOffsets undercounts when the last batch holds
+        several records, so end offsets cannot be used for this.)"""
+        fence = uuid.uuid4().hex.encode()
+        async with Sender(self.bootstrap) as sender:
+            for tp in self.partitions:
+                await sender.producer.send_and_wait(
+                    self.topic, b"", partition=tp.partition, headers=[(FENCE, fence)]
+                )
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50
+        )
+        await consumer.start()
+        records: list[ConsumerRecord[Any, Any]] = []
+        try:
+            consumer.assign(self.partitions)
+            await consumer.seek_to_beginning(*self.partitions)
+            fenced: set[int] = set()
+
+            async def loop() -> None:
+                while len(fenced) < len(self.partitions):
+                    for tp, batch in (await consumer.getmany(timeout_ms=200)).items():
+                        for record in batch:
+                            if tp.partition in fenced:
+                                continue
+                            if dict(record.headers).get(FENCE) == fence:
+                                fenced.add(tp.partition)
+                            elif not any(k == FENCE for k, _ in record.headers):
+                                records.append(record)
+
+            await asyncio.wait_for(loop(), timeout)
+        finally:
+            await consumer.stop()
+        return records
 
 
 async def until(

@@ -150,3 +150,39 @@ def test_concurrent_referral_and_consent_never_miss_each_other(
         assert errors == []
     assert store.count("releases") == rounds
     store.dispose()
+
+
+def test_closed_registrations_are_kept_until_their_retention_ends(
+    store_url: str, participants: Participants
+) -> None:
+    from datetime import timedelta
+
+    from schemas.feedback import WelfareFeedback
+    from services.domain.feedback import on_feedback
+
+    policy = gate.GatePolicy(retention=timedelta(days=30))
+    store = Store(store_url)
+    store.migrate()
+    referral = referral_from_fhir(referral_bundle("VERW-RT-1"), participants)
+    consent = consent_from_fhir(consent_resource("c-rt", referral_id="VERW-RT-1"), participants)
+    store.run(lambda tx: gate.on_referral(tx, referral, WELFARE, NOW, policy))
+    store.run(lambda tx: gate.on_consent(tx, consent, NOW, policy))
+    done = WelfareFeedback(
+        referral_id="VERW-RT-1",
+        organisation=WELFARE,
+        status="completed",
+        occurred_at=NOW,
+        summary="Afgerond.",
+    )
+    store.run(lambda tx: on_feedback(tx, done, NOW, policy))
+    assert store.run(lambda tx: tx.purge_expired(NOW + timedelta(days=29))) == 0
+    assert store.run(lambda tx: tx.referral("VERW-RT-1")) is not None, "kept within retention"
+    assert store.run(lambda tx: tx.purge_expired(NOW + timedelta(days=31))) == 1
+    assert store.run(lambda tx: tx.referral("VERW-RT-1")) is None, "personal data gone after it"
+    view = store.registration_of_referral("VERW-RT-1")
+    assert view is None  # the referral row is gone, the registration and its timeline stay
+    reg = store.run(lambda tx: tx.registration(gate.registration_id_for("VERW-RT-1", WELFARE)))
+    assert reg is not None
+    assert reg.status == "completed"
+    assert store.run(lambda tx: tx.purge_expired(NOW + timedelta(days=400))) == 0, "once"
+    store.dispose()

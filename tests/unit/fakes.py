@@ -6,7 +6,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from schemas.consent import Consent
-from schemas.registration import ReleaseState, StoredReferral
+from schemas.feedback import WelfareFeedback
+from schemas.registration import RegistrationState, ReleaseState, StoredReferral
 
 
 class MemoryGateStore:
@@ -16,12 +17,26 @@ class MemoryGateStore:
         self.started: dict[str, bool] = {}
         self.releases: dict[tuple[str, str], ReleaseState] = {}
         self.timeline: list[tuple[str, str, str]] = []
+        self.registrations: dict[str, RegistrationState] = {}
+        self.feedback: dict[str, WelfareFeedback] = {}
 
     def referral(self, referral_id: str) -> StoredReferral | None:
         return self.referrals.get(referral_id)
 
     def put_referral(self, stored: StoredReferral) -> None:
         self.referrals[stored.referral.referral_id] = stored
+        self.registrations.setdefault(
+            stored.registration_id,
+            RegistrationState(
+                registration_id=stored.registration_id,
+                referral_id=stored.referral.referral_id,
+                recipient_id=stored.recipient_id,
+                status="received",
+                practice_id=stored.referral.referrer.practice_id,
+            ),
+        )
+        self._patients = getattr(self, "_patients", {})
+        self._patients.setdefault(stored.registration_id, str(stored.referral.client.bsn))
 
     def referrals_of_patient(self, bsn: str) -> list[StoredReferral]:
         return sorted(
@@ -83,3 +98,76 @@ class MemoryGateStore:
 
     def add_status(self, registration_id: str, status: str, at: datetime, by: str) -> None:
         self.timeline.append((registration_id, str(status), by))
+        self._update(registration_id, status=str(status))
+
+    def _update(self, registration_id: str, **values: object) -> None:
+        self.registrations[registration_id] = self.registrations[registration_id].model_copy(
+            update=values
+        )
+
+    def registration_released_before(
+        self, registration_id: str, recipient_id: str, referral_id: str
+    ) -> bool:
+        return any(
+            s.registration_id == registration_id and r == recipient_id and ref != referral_id
+            for (ref, r), s in self.releases.items()
+        )
+
+    def live_releases(self, registration_id: str, recipient_id: str) -> int:
+        return sum(
+            1
+            for (_, r), s in self.releases.items()
+            if s.registration_id == registration_id and r == recipient_id and s.revoked_at is None
+        )
+
+    def open_registration(self, bsn: str, recipient_id: str) -> str | None:
+        for registration_id, state in self.registrations.items():
+            if (
+                state.recipient_id == recipient_id
+                and not state.closed
+                and self._patients[registration_id] == bsn
+            ):
+                return registration_id
+        return None
+
+    def registration(self, registration_id: str) -> RegistrationState | None:
+        return self.registrations.get(registration_id)
+
+    def set_contact_due(self, registration_id: str, due_at: datetime) -> None:
+        if self.registrations[registration_id].contact_due_at is None:
+            self._update(registration_id, contact_due_at=due_at)
+
+    def mark_contact_made(self, registration_id: str, at: datetime) -> None:
+        if self.registrations[registration_id].contact_made_at is None:
+            self._update(registration_id, contact_made_at=at)
+
+    def close_registration(
+        self, registration_id: str, at: datetime, retain_until: datetime
+    ) -> None:
+        if self.registrations[registration_id].closed_at is None:
+            self._update(registration_id, closed_at=at)
+
+    def registrations_due(self, until: datetime) -> list[RegistrationState]:
+        return sorted(
+            (
+                s
+                for s in self.registrations.values()
+                if s.contact_due_at is not None
+                and s.contact_due_at <= until
+                and s.contact_made_at is None
+                and s.overdue_at is None
+                and not s.closed
+            ),
+            key=lambda s: (s.contact_due_at, s.registration_id),
+        )
+
+    def mark_overdue(self, registration_id: str, at: datetime) -> None:
+        self._update(registration_id, overdue_at=at)
+
+    def add_feedback(
+        self, message_id: str, feedback: WelfareFeedback, registration_id: str, at: datetime
+    ) -> bool:
+        if message_id in self.feedback:
+            return False
+        self.feedback[message_id] = feedback
+        return True

@@ -162,8 +162,11 @@ class GateMachine(RuleBasedStateMachine):
         assert not revoked & self.revoked
         self.revoked |= revoked
         for output in result.outputs:
-            event(f"output: {output.action} to {output.event.recipient_kind}")
-            if output.disclosure is not None and output.event.recipient_kind == "welfare":
+            event(f"output: {output.action} to {getattr(output.event, 'recipient_kind', 'gp')}")
+            if (
+                output.disclosure is not None
+                and getattr(output.event, "recipient_kind", None) == "welfare"
+            ):
                 assert output.disclosure.bsn is None
 
     @invariant()

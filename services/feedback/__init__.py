@@ -1,0 +1,1 @@
+"""Feedback: `feedback-returned` in; the registration moves on, the GP hears back."""
