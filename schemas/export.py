@@ -30,12 +30,22 @@ def render(model: type[BaseModel]) -> str:
     return json.dumps(schema, indent=2, ensure_ascii=False, sort_keys=True) + "\n"
 
 
-def stale() -> list[str]:
+def documents() -> dict[str, str]:
+    return {name: render(model) for name, model in EXPORTS.items()}
+
+
+def stale(docs: dict[str, str] | None = None) -> list[str]:
     return [
         name
-        for name, model in EXPORTS.items()
-        if not (GENERATED / name).exists() or (GENERATED / name).read_text("utf-8") != render(model)
+        for name, text in (docs or documents()).items()
+        if not (GENERATED / name).exists() or (GENERATED / name).read_text("utf-8") != text
     ]
+
+
+def write(docs: dict[str, str] | None = None) -> None:
+    GENERATED.mkdir(exist_ok=True)
+    for name, text in (docs or documents()).items():
+        (GENERATED / name).write_text(text, "utf-8")
 
 
 def main(argv: list[str]) -> int:
@@ -43,12 +53,10 @@ def main(argv: list[str]) -> int:
         out_of_date = stale()
         for name in out_of_date:
             sys.stderr.write(
-                f"schemas/generated/{name} is out of date: run python -m schemas.export\n"
+                f"schemas/generated/{name} is out of date: run python -m services.export\n"
             )
         return 1 if out_of_date else 0
-    GENERATED.mkdir(exist_ok=True)
-    for name, model in EXPORTS.items():
-        (GENERATED / name).write_text(render(model), "utf-8")
+    write()
     return 0
 
 

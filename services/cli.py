@@ -85,6 +85,12 @@ def demo(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="show the hub's own log lines")
     ] = False,
+    serve: Annotated[
+        bool, typer.Option("--serve", help="keep the hub and its console running afterwards")
+    ] = False,
+    port: Annotated[
+        int | None, typer.Option("--port", help="HTTP port for the console (default: a free one)")
+    ] = None,
 ) -> None:
     """Run the whole journey on the embedded broker and print it; exits 0 when every check holds."""
     configure_logging("INFO" if verbose else "ERROR", "console" if verbose else "auto")
@@ -95,7 +101,7 @@ def demo(
             "[dim]KAFKA_BOOTSTRAP_SERVERS is ignored: the demo runs on its own embedded broker[/]"
         )
     try:
-        code = asyncio.run(run_demo(console))
+        code = asyncio.run(run_demo(console, serve=serve, serve_port=port))
     except (ConfigurationError, BrokerError) as exc:
         raise _fail(str(exc)) from None
     except TimeoutError:

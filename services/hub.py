@@ -17,15 +17,21 @@ from datetime import datetime
 from faststream.kafka import KafkaBroker
 
 from adapters.broker.admin import ClusterInfo, TopicReport, TopicSpec, cluster_info, ensure_topics
+from adapters.broker.client import Sender
 from adapters.broker.consumer import AssignmentTracker, ConsumerTuning
 from adapters.broker.embedded import EmbeddedBroker
 from adapters.broker.outbox import OutboxRelay, make_producer
 from adapters.logging import get_logger
 from adapters.participants import load_participants
 from adapters.storage.store import Store
+from adapters.storage.views import Views
 from schemas import topics as topic_names
+from schemas.messages import Headers
 from schemas.participants import Participants
 from schemas.topics import Topics
+from services.api.app import HttpServer, create_app
+from services.api.auth import Authenticator
+from services.api.context import ApiContext
 from services.consent.app import create_router as consent_router
 from services.feedback.app import create_router as feedback_router
 from services.intake.app import create_router as intake_router
@@ -73,7 +79,13 @@ class RunningHub:
     trackers: list[AssignmentTracker]
     ticker: Ticker
     embedded: EmbeddedBroker | None = None
+    http: HttpServer | None = None
+    sender: Sender | None = None
     _stopped: bool = field(default=False, repr=False)
+
+    @property
+    def http_url(self) -> str | None:
+        return self.http.url if self.http is not None else None
 
     async def wait_assigned(self, timeout: float = 30.0) -> None:
         """Until every consumer has its first partition assignment."""
@@ -83,9 +95,14 @@ class RunningHub:
         if self._stopped:
             return
         self._stopped = True
+        if self.http is not None:
+            await self.http.stop()
         await self.ticker.stop()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.broker.stop(), 15)
+        if self.sender is not None:
+            with contextlib.suppress(Exception):
+                await self.sender.__aexit__(None, None, None)
         await self.relay.stop()
         self.hub.store.dispose()
         if self.embedded is not None:
@@ -177,6 +194,18 @@ async def start_hub(
         await _start_concurrently(broker)
         ticker = Ticker(hub, TimerSettings().interval_seconds)
         ticker.start()
+        cleanup.append(ticker.stop)
+        http = sender = None
+        if settings.http_enabled:
+            sender = await Sender(bootstrap).__aenter__()
+            cleanup.append(lambda: sender.__aexit__(None, None, None))  # type: ignore[union-attr]
+            http = HttpServer(
+                create_app(_api_context(hub, bootstrap, sender)),
+                settings.http_host,
+                settings.http_port,
+            )
+            await http.start()
+            log.info("http api and console listening", url=http.url)
     except BaseException:
         # Undo what started, in reverse order, then report the original failure.
         for undo in cleanup[::-1]:
@@ -192,4 +221,44 @@ async def start_hub(
         participants=len(participants.by_id),
         embedded=embedded is not None,
     )
-    return RunningHub(hub, bootstrap, cluster, report, broker, relay, trackers, ticker, embedded)
+    return RunningHub(
+        hub, bootstrap, cluster, report, broker, relay, trackers, ticker, embedded, http, sender
+    )
+
+
+def _api_context(hub: Hub, bootstrap: str, sender: Sender) -> ApiContext:
+    settings = hub.settings
+    operator = (
+        settings.operator_token_sha256.get_secret_value()
+        if settings.operator_token_sha256
+        else None
+    )
+    secret = settings.session_secret.get_secret_value() if settings.session_secret else None
+    checked: dict[str, object] = {"at": 0.0, "state": {}}
+
+    async def publish(topic: str, value: bytes, key: bytes, headers: Headers) -> None:
+        await sender.send(topic, value, key=key, headers=headers)
+
+    async def ready() -> dict[str, str]:
+        loop = asyncio.get_running_loop()
+        if loop.time() - float(checked["at"]) < 2.0:  # type: ignore[arg-type]
+            return dict(checked["state"])  # type: ignore[call-overload]
+        state = {"store": "ok", "broker": "ok"}
+        try:
+            await asyncio.to_thread(hub.store.ping)
+        except Exception as exc:  # noqa: BLE001 - reported, not raised
+            state["store"] = type(exc).__name__
+        try:
+            await cluster_info(bootstrap, timeout_ms=2_000)
+        except Exception as exc:  # noqa: BLE001
+            state["broker"] = type(exc).__name__
+        checked.update(at=loop.time(), state=state)
+        return state
+
+    return ApiContext(
+        hub=hub,
+        views=Views(hub.store),
+        auth=Authenticator(hub.participants, operator, secret),
+        publish=publish,
+        ready=ready,
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEMO_PARTICIPANTS = Path(__file__).parent / "demo" / "participants.toml"
@@ -40,6 +40,15 @@ class HubSettings(BaseSettings):
     heartbeat_interval_ms: int | None = None
     retention_days: int = Field(
         default=7305, ge=1, description="closed registrations are kept this long (WGBO: 20 years)"
+    )
+    http_enabled: bool = Field(default=True, description="serve the HTTP API and console")
+    http_host: str = Field(default="127.0.0.1")
+    http_port: int = Field(default=8080, ge=0, le=65535, description="0: a free port")
+    operator_token_sha256: SecretStr | None = Field(
+        default=None, description="SHA-256 (hex) of the operator's bearer token"
+    )
+    session_secret: SecretStr | None = Field(
+        default=None, description="signs console sessions; unset: a random one per process"
     )
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"

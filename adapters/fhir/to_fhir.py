@@ -185,3 +185,77 @@ def overdue_bundle(
         ],
     }
     return _bundle(key, at, [(task_url, task), (_urn(key, "communication"), communication)])
+
+
+def operation_outcome(reason: str, diagnostics: str, *, code: str = "invalid") -> dict[str, Any]:
+    """An OperationOutcome naming what is wrong (no personal data: `diagnostics` is one of
+    the hub's error details)."""
+    return {
+        "resourceType": "OperationOutcome",
+        "issue": [
+            {
+                "severity": "error",
+                "code": code,
+                "details": {
+                    "coding": [{"system": "urn:schakel:error-reason", "code": reason}],
+                    "text": reason,
+                },
+                "diagnostics": diagnostics,
+            }
+        ],
+    }
+
+
+def current_task(
+    *,
+    registration_id: str,
+    referral_system: str | None,
+    referral_id: str,
+    feedback_status: str | None,
+    overdue: bool,
+    practice_agb: str,
+    owner_system: str,
+    owner_value: str,
+    owner_name: str,
+    modified: datetime,
+) -> dict[str, Any]:
+    """The fulfilment Task of a registration as it stands (for `GET /fhir/Task`)."""
+    if feedback_status is None:
+        status, business = "requested", ("contact-overdue" if overdue else "released")
+    else:
+        status, business = TASK_STATUS[feedback_status], feedback_status
+    return _task(
+        registration_id=registration_id,
+        referral_system=referral_system,
+        referral_id=referral_id,
+        status=status,
+        business=business,
+        business_text=business,
+        practice_agb=practice_agb,
+        owner=_org(owner_system, owner_value, owner_name),
+        modified=modified,
+    )
+
+
+def searchset(resources: list[dict[str, Any]], at: datetime, base: str) -> dict[str, Any]:
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "timestamp": rfc3339(at),
+        "total": len(resources),
+        "entry": [
+            {
+                "fullUrl": f"{base}/{r['resourceType']}/{r['id']}",
+                "resource": r,
+                "search": {"mode": "match"},
+            }
+            for r in resources
+        ],
+    }
+    try:
+        Bundle.model_validate(bundle)
+    except ValidationError as exc:
+        raise InvalidFhirOutputError(
+            f"searchset Bundle fails R4B: {exc.error_count()} error(s)"
+        ) from None
+    return bundle

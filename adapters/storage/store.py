@@ -559,6 +559,10 @@ class Store:
             query = select(func.count()).select_from(t.metadata.tables[table])
             return int(conn.execute(query).scalar_one())
 
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(select(1))
+
     def dispose(self) -> None:
         self.engine.dispose()
 

@@ -160,3 +160,17 @@ outbox = Table(
     UniqueConstraint("message_id", name="uq_outbox_message_id"),
     Index("ix_outbox_unpublished", "published_at", "id"),
 )
+
+access_events = Table(
+    "access_events",
+    metadata,
+    Column("id", Serial, primary_key=True, autoincrement=True),
+    Column("at", UtcDateTime, nullable=False),
+    Column("actor", String(40), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("action", String(40), nullable=False),
+    Column("registration_id", String(36), nullable=True),
+    Column("referral_id", String(64), nullable=True),
+    Column("outcome", String(16), nullable=False),
+    Column("detail", Text, nullable=False),
+)

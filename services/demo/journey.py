@@ -8,7 +8,9 @@ organisation (it consumes its topic), and awaits each step as an event, never a 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
+import signal
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -67,8 +69,16 @@ def _contains_bsn(text: str) -> bool:
     return any(bsn_valid(m) for m in re.findall(r"(?<!\d)\d{9}(?!\d)", text))
 
 
+DEMO_OPERATOR_SHA256 = hashlib.sha256(b"demo-token-operator").hexdigest()
+
+
 async def run_demo(
-    console: Console, *, settings: HubSettings | None = None, workdir: Path | None = None
+    console: Console,
+    *,
+    settings: HubSettings | None = None,
+    workdir: Path | None = None,
+    serve: bool = False,
+    serve_port: int | None = None,
 ) -> int:
     tmp = tempfile.TemporaryDirectory(prefix="schakel-demo-") if workdir is None else None
     root = workdir or Path(tmp.name)  # type: ignore[union-attr]
@@ -76,12 +86,27 @@ async def run_demo(
         database_url=f"sqlite:///{root / 'schakel-demo.db'}",
         participants=DEMO_PARTICIPANTS,
         embedded_broker_log_dir=root,
+        http_port=serve_port if serve_port is not None else 0,
+        operator_token_sha256=DEMO_OPERATOR_SHA256,
     )
     console.rule("[bold]Schakel demo: a GP referral through the consent gate")
     console.print("Starting the embedded broker, creating topics, starting the hub ...")
     running = await start_hub(settings)
     try:
-        return await _journey(console, running)
+        code = await _journey(console, running)
+        if running.http_url:
+            console.print(
+                f"Console: [cyan]{running.http_url}/console[/] — sign in with demo-token-welzijn-hoogeveen, "
+                "demo-token-praktijk-de-linde or demo-token-operator"
+            )
+        if serve and code == 0:
+            console.print("Serving the console until Ctrl-C ...")
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            await stop.wait()
+        return code
     finally:
         await running.stop()
         if tmp is not None:

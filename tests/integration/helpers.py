@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
@@ -23,6 +24,15 @@ from services.settings import DEMO_PARTICIPANTS, HubSettings
 
 E = TypeVar("E")
 FENCE = "x-test-fence"
+OPERATOR_TOKEN = "test-operator-token"
+OPERATOR_SHA256 = hashlib.sha256(OPERATOR_TOKEN.encode()).hexdigest()
+
+
+def token(participant_id: str) -> str:
+    """The demo participants' tokens (their SHA-256 is in the demo file)."""
+    return f"demo-token-{participant_id}"
+
+
 TIMEOUT = 20.0
 
 
@@ -37,6 +47,8 @@ def settings_for(bootstrap: str, database_url: str, prefix: str, **kw: Any) -> H
         topic_prefix=prefix,
         participants=DEMO_PARTICIPANTS,
         topic_partitions=kw.pop("topic_partitions", 3),
+        http_port=kw.pop("http_port", 0),
+        operator_token_sha256=kw.pop("operator_token_sha256", OPERATOR_SHA256),
         **kw,
     )
 

@@ -220,7 +220,9 @@ async def test_every_topic_is_created_with_the_prefix_and_partitions(
         f"{prefix}welfare.welzijn-hoogeveen.referrals",
         f"{prefix}welfare.welzijn-de-wolden.referrals",
         f"{prefix}his.praktijk-de-linde.feedback",
+        f"{prefix}his.praktijk-het-anker.feedback",
         f"{prefix}wmo.0118.registrations",
+        f"{prefix}wmo.1690.registrations",
     }
     assert set(described) == expected
     assert set(described.values()) == {5}

@@ -1,0 +1,236 @@
+"""Read side of the store for the HTTP API: what one viewer may see (CONTRACT §9).
+
+Who sees a registration: the welfare organisation it was released to (while that release
+stands), the referring gp-practice, the municipality it was registered with (likewise),
+and operators; nobody else. Visibility is part of every query, so a registration the
+viewer may not see is simply not found.
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import Select, and_, exists, insert, select, true
+
+from adapters.storage import tables as t
+from adapters.storage.store import Store
+from schemas.access import (
+    DeadLetterSummary,
+    RegistrationDetail,
+    RegistrationSummary,
+    TimelineItem,
+    Viewer,
+)
+from schemas.registration import StoredReferral
+
+MAX_PAGE = 500
+
+
+def _released_to(recipient_id: str) -> Any:
+    return exists().where(
+        t.releases.c.registration_id == t.registrations.c.registration_id,
+        t.releases.c.recipient_id == recipient_id,
+        t.releases.c.revoked_at.is_(None),
+    )
+
+
+def _visible(viewer: Viewer) -> Any:
+    if viewer.kind == "operator":
+        return true()
+    if viewer.kind == "gp-practice":
+        return t.registrations.c.practice_id == viewer.participant_id
+    if viewer.kind == "welfare":
+        return and_(
+            t.registrations.c.recipient_id == viewer.participant_id,
+            _released_to(viewer.participant_id or ""),
+        )
+    return _released_to(viewer.participant_id or "")
+
+
+def _summary_query(viewer: Viewer) -> Select[Any]:
+    return (
+        select(t.registrations, t.referrals.c.body)
+        .join(t.referrals, t.referrals.c.referral_id == t.registrations.c.referral_id, isouter=True)
+        .where(_visible(viewer))
+    )
+
+
+def _summary(row: Any) -> dict[str, Any]:
+    name = StoredReferral.model_validate_json(row.body).referral.client.name if row.body else None
+    return {
+        "registration_id": row.registration_id,
+        "referral_id": row.referral_id,
+        "status": row.status,
+        "organisation": row.recipient_id,
+        "practice": row.practice_id,
+        "client_name": name,
+        "overdue": row.overdue_at is not None and row.contact_made_at is None,
+        "closed": row.closed_at is not None,
+        "created_at": row.created_at,
+        "updated_at": row.updated_at,
+    }
+
+
+class Views:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def registrations(
+        self,
+        viewer: Viewer,
+        *,
+        status: str | None = None,
+        overdue: bool | None = None,
+        organisation: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+    ) -> list[RegistrationSummary]:
+        query = _summary_query(viewer)
+        if status:
+            query = query.where(t.registrations.c.status == status)
+        if overdue is True:
+            query = query.where(
+                t.registrations.c.overdue_at.is_not(None),
+                t.registrations.c.contact_made_at.is_(None),
+            )
+        elif overdue is False:
+            query = query.where(
+                t.registrations.c.overdue_at.is_(None)
+                | t.registrations.c.contact_made_at.is_not(None)
+            )
+        if organisation:
+            query = query.where(t.registrations.c.recipient_id == organisation)
+        if since:
+            query = query.where(t.registrations.c.created_at >= since)
+        if until:
+            query = query.where(t.registrations.c.created_at <= until)
+        query = query.order_by(
+            t.registrations.c.created_at.desc(), t.registrations.c.registration_id
+        ).limit(max(1, min(limit, MAX_PAGE)))
+        with self.store.engine.connect() as conn:
+            return [RegistrationSummary(**_summary(r)) for r in conn.execute(query)]
+
+    def registration(self, viewer: Viewer, registration_id: str) -> RegistrationDetail | None:
+        with self.store.engine.connect() as conn:
+            row = conn.execute(
+                _summary_query(viewer).where(t.registrations.c.registration_id == registration_id)
+            ).first()
+            if row is None:
+                return None
+            events = conn.execute(
+                select(t.registration_events)
+                .where(t.registration_events.c.registration_id == registration_id)
+                .order_by(t.registration_events.c.id)
+            ).all()
+            referral_ids = [
+                r.referral_id
+                for r in conn.execute(
+                    select(t.referrals.c.referral_id)
+                    .where(t.referrals.c.registration_id == registration_id)
+                    .order_by(t.referrals.c.received_at, t.referrals.c.referral_id)
+                )
+            ]
+        return RegistrationDetail(
+            **_summary(row),
+            referral_ids=referral_ids,
+            timeline=[TimelineItem(status=e.status, at=e.at, by=e.by) for e in events],
+        )
+
+    def dead_letters(self, dead_letter_topic: str, limit: int = 100) -> list[DeadLetterSummary]:
+        """Metadata only: the original bytes may hold personal data."""
+        with self.store.engine.connect() as conn:
+            rows = conn.execute(
+                select(t.outbox)
+                .where(t.outbox.c.topic == dead_letter_topic)
+                .order_by(t.outbox.c.id.desc())
+                .limit(max(1, min(limit, MAX_PAGE)))
+            ).all()
+        out = []
+        for row in rows:
+            headers: dict[str, str] = {}
+            for key, value in orjson.loads(row.headers):
+                if key.startswith("schakel-") and value is not None:
+                    headers[key] = base64.b64decode(value).decode("utf-8", "replace")
+            key = row.key.decode("utf-8", "replace") if row.key is not None else None
+            out.append(
+                DeadLetterSummary(
+                    message_id=row.message_id,
+                    reason=headers.get("schakel-error-reason", ""),
+                    detail=headers.get("schakel-error-detail", ""),
+                    original_topic=headers.get("schakel-original-topic", ""),
+                    original_partition=int(headers.get("schakel-original-partition", "-1")),
+                    original_offset=int(headers.get("schakel-original-offset", "-1")),
+                    key=key,
+                    at=row.created_at,
+                )
+            )
+        return out
+
+    def tasks_of_practice(self, practice_id: str, referral_id: str) -> list[dict[str, Any]]:
+        """The registrations of one of the practice's referrals with their latest feedback."""
+        with self.store.engine.connect() as conn:
+            rows = conn.execute(
+                select(t.referrals.c.registration_id, t.referrals.c.body, t.registrations)
+                .join(
+                    t.registrations,
+                    t.registrations.c.registration_id == t.referrals.c.registration_id,
+                )
+                .where(
+                    t.referrals.c.referral_id == referral_id,
+                    t.registrations.c.practice_id == practice_id,
+                )
+            ).all()
+            result = []
+            for row in rows:
+                latest = conn.execute(
+                    select(t.feedback)
+                    .where(t.feedback.c.registration_id == row.registration_id)
+                    .order_by(t.feedback.c.occurred_at.desc(), t.feedback.c.id.desc())
+                ).first()
+                released = conn.execute(
+                    select(t.releases.c.released_at).where(
+                        t.releases.c.registration_id == row.registration_id,
+                        t.releases.c.recipient_id == row.recipient_id,
+                    )
+                ).first()
+                if released is None:
+                    continue
+                result.append(
+                    {
+                        "registration_id": row.registration_id,
+                        "referral": StoredReferral.model_validate_json(row.body).referral,
+                        "recipient_id": row.recipient_id,
+                        "status": latest.status if latest else None,
+                        "modified": latest.occurred_at if latest else released.released_at,
+                        "overdue": row.overdue_at is not None and row.contact_made_at is None,
+                    }
+                )
+        return result
+
+    def record_access(
+        self,
+        viewer: Viewer,
+        action: str,
+        *,
+        outcome: str = "ok",
+        registration_id: str | None = None,
+        referral_id: str | None = None,
+        detail: str = "",
+    ) -> None:
+        with self.store.engine.begin() as conn:
+            conn.execute(
+                insert(t.access_events).values(
+                    at=datetime.now(UTC),
+                    actor=viewer.name,
+                    role=viewer.kind,
+                    action=action,
+                    registration_id=registration_id,
+                    referral_id=referral_id,
+                    outcome=outcome,
+                    detail=detail,
+                )
+            )

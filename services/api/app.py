@@ -1,0 +1,91 @@
+"""The HTTP app (FastAPI), built by the composition root from an `ApiContext`, and the
+uvicorn server that `schakel run` serves it with. Nothing connects at import time."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
+
+from schemas.errors import ConfigurationError
+from services.api import console, fhir_facade, rest
+from services.api.context import ApiContext
+
+OPENAPI_PATH = Path(__file__).resolve().parents[2] / "schemas" / "generated" / "openapi.json"
+
+
+def create_app(context: ApiContext | None) -> FastAPI:
+    app = FastAPI(
+        title="Schakel",
+        version="1",
+        summary="The shared registration, the FHIR REST facade and the console of the Schakel hub.",
+        description="Authentication: `Authorization: Bearer <token>` with a participant's or the operator's "
+        "token (only their SHA-256 is configured). A registration the caller may not see answers 404.",
+    )
+    app.state.context = context
+    app.include_router(rest.router)
+    app.include_router(fhir_facade.router)
+    app.include_router(console.router)
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> RedirectResponse:
+        return RedirectResponse("/console")
+
+    return app
+
+
+def openapi_document() -> dict[str, Any]:
+    return create_app(None).openapi()
+
+
+def render_openapi() -> str:
+    return json.dumps(openapi_document(), indent=2, ensure_ascii=False, sort_keys=True) + "\n"
+
+
+class HttpServer:
+    """uvicorn in the hub's event loop; `url` once it listens (port 0 picks a free one)."""
+
+    def __init__(self, app: FastAPI, host: str, port: int) -> None:
+        config = uvicorn.Config(
+            app, host=host, port=port, log_config=None, access_log=False, lifespan="off"
+        )
+        self.server = uvicorn.Server(config)
+        self._task: asyncio.Task[None] | None = None
+        self.url: str | None = None
+
+    async def start(self, timeout: float = 10.0) -> str:
+        self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self._task = asyncio.create_task(self.server.serve(), name="schakel-http")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self.server.started:
+            if self._task.done():
+                with contextlib.suppress(BaseException):
+                    self._task.result()
+                config = self.server.config
+                raise ConfigurationError(
+                    f"the HTTP server cannot listen on {config.host}:{config.port} (in use?); "
+                    "set SCHAKEL_HTTP_PORT, or 0 for a free port"
+                )
+            if loop.time() > deadline:
+                raise TimeoutError("the HTTP server did not start")
+            await asyncio.sleep(0.02)
+        host, port = self.server.servers[0].sockets[0].getsockname()[:2]
+        self.url = f"http://{host}:{port}"
+        return self.url
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        if self._task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._task, 10)
+
+
+logging.getLogger("uvicorn.error").propagate = True

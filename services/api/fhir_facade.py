@@ -1,0 +1,239 @@
+"""The FHIR REST facade for GP systems that cannot publish to Kafka (CONTRACT §9).
+
+`POST /fhir/Bundle` and `POST /fhir/Consent` run the very checks the Kafka intake runs,
+then put the event on `referral-created` / `consent-granted` and answer 202; a refusal is
+an OperationOutcome naming what is wrong (400 not JSON or not FHIR, 413 too large, 422
+not a referral or consent the hub accepts, 403 another practice's referral or a token of
+another kind). `GET /fhir/Task?based-on=` lets a practice pull the feedback Tasks of its
+own referrals (notified pull).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+
+from adapters.broker.client import inbound_headers
+from adapters.fhir.consent import GRANTED, consent_from_fhir
+from adapters.fhir.referral import referral_from_fhir
+from adapters.fhir.to_fhir import current_task, operation_outcome, searchset
+from adapters.fhir.validate import load_json, validate_resource
+from schemas import topics as names
+from schemas.access import Viewer
+from schemas.errors import SchakelError
+from schemas.identifiers import AGB_SYSTEM
+from services.api.context import ApiContext
+from services.domain.routing import route
+
+router = APIRouter(prefix="/fhir", tags=["fhir"])
+FHIR_JSON = "application/fhir+json"
+_STATUS = {"invalid-json": 400, "invalid-fhir": 400, "too-large": 413}
+_OUTCOME_SCHEMA = {"description": "FHIR OperationOutcome", "content": {FHIR_JSON: {}}}
+
+
+def _outcome(status: int, reason: str, detail: str, code: str = "invalid") -> JSONResponse:
+    return JSONResponse(
+        operation_outcome(reason, detail, code=code), status_code=status, media_type=FHIR_JSON
+    )
+
+
+def _practice(request: Request) -> tuple[ApiContext, Viewer | None, JSONResponse | None]:
+    ctx: ApiContext = request.app.state.context
+    caller = ctx.auth.from_header(request.headers.get("authorization"))
+    if caller is None:
+        response = _outcome(401, "unauthorised", "missing or unknown bearer token", code="login")
+        response.headers["WWW-Authenticate"] = "Bearer"
+        return ctx, None, response
+    if caller.kind != "gp-practice":
+        ctx.views.record_access(caller, "fhir", outcome="forbidden")
+        return (
+            ctx,
+            caller,
+            _outcome(
+                403, "forbidden", "only a gp-practice may use the FHIR facade", code="forbidden"
+            ),
+        )
+    return ctx, caller, None
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        return b"\x00" * (limit + 1)  # refused as too-large without reading it
+    return await request.body()
+
+
+def _refusal(exc: SchakelError) -> JSONResponse:
+    return _outcome(
+        _STATUS.get(exc.reason, 422),
+        exc.reason,
+        exc.detail,
+        "structure" if exc.reason in _STATUS else "invalid",
+    )
+
+
+@router.post(
+    "/Bundle",
+    status_code=202,
+    summary="submit a referral Bundle (as on referral-created)",
+    responses={
+        400: _OUTCOME_SCHEMA,
+        401: _OUTCOME_SCHEMA,
+        403: _OUTCOME_SCHEMA,
+        413: _OUTCOME_SCHEMA,
+        422: _OUTCOME_SCHEMA,
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                FHIR_JSON: {"schema": {"type": "object"}},
+                "application/json": {"schema": {"type": "object"}},
+            },
+        }
+    },
+)
+async def post_bundle(request: Request) -> Any:
+    ctx, caller, refused = _practice(request)
+    if refused is not None or caller is None:
+        return refused
+    raw = await _body(request, ctx.hub.settings.max_message_bytes)
+    try:
+        data = load_json(raw, ctx.hub.settings.max_message_bytes)
+        validate_resource(data)
+        referral = referral_from_fhir(
+            data, ctx.hub.participants, allow_test_bsn=ctx.hub.settings.allow_test_bsn
+        )
+        route(referral, ctx.hub.participants)
+    except SchakelError as exc:
+        ctx.views.record_access(caller, "submit-referral", outcome="refused", detail=exc.reason)
+        return _refusal(exc)
+    if referral.referrer.practice_id != caller.participant_id:
+        ctx.views.record_access(
+            caller, "submit-referral", outcome="forbidden", referral_id=referral.referral_id
+        )
+        return _outcome(
+            403,
+            "forbidden",
+            "the requester organisation of this referral is another practice",
+            code="forbidden",
+        )
+    headers = inbound_headers(
+        names.REFERRAL_CREATED, traceparent=request.headers.get("traceparent")
+    )
+    await ctx.publish(ctx.hub.topics.referral_created, raw, referral.referral_id.encode(), headers)
+    ctx.views.record_access(caller, "submit-referral", referral_id=referral.referral_id)
+    return JSONResponse({"referral_id": referral.referral_id}, status_code=202)
+
+
+@router.post(
+    "/Consent",
+    status_code=202,
+    summary="submit a Consent (as on consent-granted)",
+    responses={
+        400: _OUTCOME_SCHEMA,
+        401: _OUTCOME_SCHEMA,
+        403: _OUTCOME_SCHEMA,
+        413: _OUTCOME_SCHEMA,
+        422: _OUTCOME_SCHEMA,
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                FHIR_JSON: {"schema": {"type": "object"}},
+                "application/json": {"schema": {"type": "object"}},
+            },
+        }
+    },
+)
+async def post_consent(request: Request) -> Any:
+    ctx, caller, refused = _practice(request)
+    if refused is not None or caller is None:
+        return refused
+    raw = await _body(request, ctx.hub.settings.max_message_bytes)
+    try:
+        data = load_json(raw, ctx.hub.settings.max_message_bytes)
+        validate_resource(data)
+        consent = consent_from_fhir(
+            data,
+            ctx.hub.participants,
+            expected_status=GRANTED,
+            allow_test_bsn=ctx.hub.settings.allow_test_bsn,
+        )
+    except SchakelError as exc:
+        ctx.views.record_access(caller, "submit-consent", outcome="refused", detail=exc.reason)
+        return _refusal(exc)
+    headers = inbound_headers(names.CONSENT_GRANTED, traceparent=request.headers.get("traceparent"))
+    await ctx.publish(ctx.hub.topics.consent_granted, raw, consent.key.encode(), headers)
+    ctx.views.record_access(
+        caller,
+        "submit-consent",
+        referral_id=consent.referrals[0].value if consent.referrals else None,
+    )
+    referral_id = consent.referrals[0].value if len(consent.referrals) == 1 else None
+    return JSONResponse(
+        {"referral_id": referral_id, "consent_id": consent.consent_id}, status_code=202
+    )
+
+
+@router.get(
+    "/Task",
+    summary="the feedback Tasks of one of the caller's referrals (searchset Bundle)",
+    responses={
+        401: _OUTCOME_SCHEMA,
+        403: _OUTCOME_SCHEMA,
+        400: _OUTCOME_SCHEMA,
+        200: {"description": "searchset Bundle", "content": {FHIR_JSON: {}}},
+    },
+)
+async def search_tasks(
+    request: Request,
+    based_on: Annotated[str | None, Query(alias="based-on", max_length=64)] = None,
+    based_on_identifier: Annotated[
+        str | None, Query(alias="based-on:identifier", max_length=300)
+    ] = None,
+) -> Any:
+    ctx, caller, refused = _practice(request)
+    if refused is not None or caller is None:
+        return refused
+    system: str | None = None
+    if based_on_identifier:
+        system, _, value = based_on_identifier.rpartition("|")
+        referral_id = value
+    else:
+        referral_id = (based_on or "").removeprefix("ServiceRequest/")
+    if not referral_id:
+        return _outcome(
+            400, "invalid-search", "give based-on=<referral-id> or based-on:identifier=system|value"
+        )
+    rows = ctx.views.tasks_of_practice(caller.participant_id or "", referral_id)
+    practice = ctx.hub.participants.by_id[caller.participant_id or ""]
+    practice_agb = next((i.value for i in practice.identifiers if i.system == AGB_SYSTEM), "")
+    tasks = []
+    for row in rows:
+        referral = row["referral"]
+        if system and referral.identifier_system and system != referral.identifier_system:
+            continue
+        owner = ctx.hub.participants.by_id[row["recipient_id"]]
+        tasks.append(
+            current_task(
+                registration_id=row["registration_id"],
+                referral_system=referral.identifier_system,
+                referral_id=referral.referral_id,
+                feedback_status=row["status"],
+                overdue=row["overdue"],
+                practice_agb=practice_agb,
+                owner_system=owner.identifiers[0].system,
+                owner_value=owner.identifiers[0].value,
+                owner_name=owner.name,
+                modified=row["modified"],
+            )
+        )
+    ctx.views.record_access(
+        caller, "read-tasks", referral_id=referral_id, detail=f"{len(tasks)} tasks"
+    )
+    base = str(request.base_url).rstrip("/") + "/fhir"
+    return JSONResponse(searchset(tasks, ctx.hub.clock(), base), media_type=FHIR_JSON)

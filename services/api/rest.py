@@ -1,0 +1,118 @@
+"""`/api/v1`: the shared registration, as each party may see it (CONTRACT §9).
+
+Anything a caller may not see answers 404, so existence does not leak. Every read of
+personal data is recorded as an access event (the audit trail, issue #7, is built on it).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+
+from schemas.access import DeadLetterSummary, RegistrationDetail, RegistrationSummary, Viewer
+from services.api.context import ApiContext
+
+router = APIRouter()
+
+
+def context(request: Request) -> ApiContext:
+    return request.app.state.context  # type: ignore[no-any-return]
+
+
+def viewer(request: Request) -> Viewer:
+    found = context(request).auth.from_header(request.headers.get("authorization"))
+    if found is None:
+        raise HTTPException(
+            401, "missing or unknown bearer token", headers={"WWW-Authenticate": "Bearer"}
+        )
+    return found
+
+
+Ctx = Annotated[ApiContext, Depends(context)]
+Caller = Annotated[Viewer, Depends(viewer)]
+
+
+@router.get("/healthz", tags=["operations"], summary="alive")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", tags=["operations"], summary="connected to broker and store")
+async def readyz(ctx: Ctx) -> dict[str, str]:
+    state = await ctx.ready()
+    if any(v != "ok" for v in state.values()):
+        raise HTTPException(503, state)
+    return state
+
+
+@router.get(
+    "/api/v1/registrations",
+    response_model=list[RegistrationSummary],
+    tags=["registrations"],
+    summary="the registrations the caller may see",
+    responses={401: {"description": "missing or unknown token"}},
+)
+async def list_registrations(
+    ctx: Ctx,
+    caller: Caller,
+    status: Annotated[str | None, Query(max_length=32)] = None,
+    overdue: bool | None = None,
+    organisation: Annotated[str | None, Query(max_length=40, pattern=r"^[a-z0-9-]{2,40}$")] = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> list[RegistrationSummary]:
+    found = ctx.views.registrations(
+        caller,
+        status=status,
+        overdue=overdue,
+        organisation=organisation,
+        since=since,
+        until=until,
+        limit=limit,
+    )
+    ctx.views.record_access(caller, "list-registrations", detail=f"{len(found)} registrations")
+    return found
+
+
+@router.get(
+    "/api/v1/registrations/{registration_id}",
+    response_model=RegistrationDetail,
+    tags=["registrations"],
+    summary="one registration with its timeline",
+    responses={
+        401: {"description": "missing or unknown token"},
+        404: {"description": "not found for this caller"},
+    },
+)
+async def get_registration(ctx: Ctx, caller: Caller, registration_id: str) -> RegistrationDetail:
+    found = ctx.views.registration(caller, registration_id[:64])
+    if found is None:
+        ctx.views.record_access(
+            caller, "read-registration", outcome="not-found", registration_id=registration_id[:36]
+        )
+        raise HTTPException(404, "no such registration")
+    ctx.views.record_access(caller, "read-registration", registration_id=found.registration_id)
+    return found
+
+
+@router.get(
+    "/api/v1/dead-letters",
+    response_model=list[DeadLetterSummary],
+    tags=["operations"],
+    summary="dead letters with their reasons (operators only; metadata, never the body)",
+    responses={
+        401: {"description": "missing or unknown token"},
+        403: {"description": "operators only"},
+    },
+)
+async def dead_letters(
+    ctx: Ctx, caller: Caller, limit: Annotated[int, Query(ge=1, le=500)] = 100
+) -> list[DeadLetterSummary]:
+    if caller.kind != "operator":
+        ctx.views.record_access(caller, "read-dead-letters", outcome="forbidden")
+        raise HTTPException(403, "operators only")
+    ctx.views.record_access(caller, "read-dead-letters")
+    return ctx.views.dead_letters(ctx.hub.topics.dead_letter, limit)
