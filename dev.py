@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -58,6 +59,33 @@ def ensure_venv() -> None:
     STAMP.write_text(wanted)
 
 
+def ensure_chromium() -> None:
+    """The console's browser test drives Debian's chromium (Playwright's own download
+    cannot work offline). Installed with apt-get when missing and this user may."""
+    if shutil.which("chromium"):
+        return
+    apt = shutil.which("apt-get")
+    if apt is None or (hasattr(os, "geteuid") and os.geteuid() != 0):
+        say("chromium is missing and cannot be installed here; the browser test will fail")
+        return
+    say("installing Debian's chromium for the browser test (apt-get install chromium)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    if (
+        subprocess.call(
+            [apt, "install", "-y", "-q", "chromium"], env=env, stdout=subprocess.DEVNULL
+        )
+        != 0
+    ):
+        subprocess.call([apt, "update", "-q"], env=env, stdout=subprocess.DEVNULL)
+        if (
+            subprocess.call(
+                [apt, "install", "-y", "-q", "chromium"], env=env, stdout=subprocess.DEVNULL
+            )
+            != 0
+        ):
+            say("apt-get could not install chromium; the browser test will fail")
+
+
 def postgres_reachable() -> tuple[bool, str]:
     url = os.environ.get("SCHAKEL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
     parsed = urlparse(url)
@@ -86,6 +114,7 @@ def main(argv: list[str]) -> int:
             say(f"ERROR: PostgreSQL is required for the tests and does not answer at {where}")
             return 1
         say(f"PostgreSQL answers at {where}")
+        ensure_chromium()
         return subprocess.call([str(BIN / "python"), "-m", "pytest", *rest], cwd=ROOT, env=env)
     return subprocess.call([str(BIN / "schakel"), command, *rest], cwd=ROOT, env=env)
 

@@ -30,7 +30,7 @@ def _signed_in(request: Request) -> Viewer | None:
 
 
 def _page(
-    request: Request, template: str, viewer: Viewer | None, status: int = 200, **values: Any
+    request: Request, template: str, viewer: Viewer | None, http_status: int = 200, **values: Any
 ) -> HTMLResponse:
     ctx = _ctx(request)
     who = None
@@ -41,7 +41,7 @@ def _page(
         request,
         template,
         {"viewer": viewer, "who": who, "participants": ctx.hub.participants.by_id, **values},
-        status_code=status,
+        status_code=http_status,
     )
 
 
@@ -54,7 +54,7 @@ async def login_form(request: Request) -> HTMLResponse:
 async def login(request: Request, token: Annotated[str, Form(max_length=200)] = "") -> Response:
     viewer = _ctx(request).auth.viewer(token.strip())
     if viewer is None:
-        return _page(request, "login.html", None, status=401, error="Onbekend token.")
+        return _page(request, "login.html", None, http_status=401, error="Onbekend token.")
     response = RedirectResponse("/console", status_code=303)
     response.set_cookie(
         COOKIE,
@@ -99,7 +99,7 @@ async def registration(request: Request, registration_id: str) -> Response:
     found = ctx.views.registration(viewer, registration_id[:64])
     if found is None:
         ctx.views.record_access(viewer, "console-read-registration", outcome="not-found")
-        return _page(request, "not_found.html", viewer, status=404)
+        return _page(request, "not_found.html", viewer, http_status=404)
     ctx.views.record_access(
         viewer, "console-read-registration", registration_id=found.registration_id
     )
@@ -114,7 +114,7 @@ async def dead_letters(request: Request) -> Response:
     ctx = _ctx(request)
     if viewer.kind != "operator":
         ctx.views.record_access(viewer, "console-read-dead-letters", outcome="forbidden")
-        return _page(request, "not_found.html", viewer, status=404)
+        return _page(request, "not_found.html", viewer, http_status=404)
     ctx.views.record_access(viewer, "console-read-dead-letters")
     return _page(
         request,

@@ -6,15 +6,29 @@ personal data is recorded as an access event (the audit trail, issue #7, is buil
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from pydantic import AwareDatetime, BeforeValidator
 
 from schemas.access import DeadLetterSummary, RegistrationDetail, RegistrationSummary, Viewer
 from services.api.context import ApiContext
 
 router = APIRouter()
+
+
+def _not_a_number(value: object) -> object:
+    """pydantic would read a number as a Unix timestamp; the contract says RFC 3339."""
+    if (
+        isinstance(value, str)
+        and value.strip()
+        and value.strip().lstrip("+-").replace(".", "", 1).isdigit()
+    ):
+        raise ValueError("give an RFC 3339 date-time, not a number")
+    return value
+
+
+Moment = Annotated[AwareDatetime | None, BeforeValidator(_not_a_number)]
 
 
 def context(request: Request) -> ApiContext:
@@ -60,8 +74,12 @@ async def list_registrations(
     status: Annotated[str | None, Query(max_length=32)] = None,
     overdue: bool | None = None,
     organisation: Annotated[str | None, Query(max_length=40, pattern=r"^[a-z0-9-]{2,40}$")] = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: Annotated[
+        Moment, Query(description="received at or after (RFC 3339, with offset)")
+    ] = None,
+    until: Annotated[
+        Moment, Query(description="received at or before (RFC 3339, with offset)")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[RegistrationSummary]:
     found = ctx.views.registrations(

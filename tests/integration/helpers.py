@@ -120,6 +120,20 @@ async def next_event(
     return await Observers.next(queue, kind, timeout, **match)
 
 
+async def gather_events(
+    queue: asyncio.Queue[HubEvent], done: Callable[[list[HubEvent]], bool], timeout: float = TIMEOUT
+) -> list[HubEvent]:
+    """Every event until `done(seen)` holds: for outcomes whose order is not fixed."""
+    seen: list[HubEvent] = []
+
+    async def wait() -> list[HubEvent]:
+        while not done(seen):
+            seen.append(await queue.get())
+        return seen
+
+    return await asyncio.wait_for(wait(), timeout)
+
+
 async def send_referral(hub: RunningHub, referral_id: str, **bundle: Any) -> None:
     await send(
         hub.bootstrap,

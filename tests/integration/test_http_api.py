@@ -1,0 +1,201 @@
+"""Issue #6: the HTTP API and the FHIR facade on a running hub (real broker, real store).
+
+Every cross-organisation read is tried and must be refused (404, so existence does not
+leak); a referral POSTed as FHIR is released like one sent on Kafka."""
+
+from __future__ import annotations
+
+import httpx
+import orjson
+from fhir.resources.R4B.bundle import Bundle
+
+from adapters.storage import tables as t
+from schemas.registration import FeedbackForwarded, ReferralReleased
+from services.demo.samples import DEMO_BSN, consent_resource, referral_bundle, to_bytes
+from services.hub import RunningHub
+from tests.integration.helpers import (
+    OPERATOR_TOKEN,
+    TopicReader,
+    next_event,
+    send_feedback,
+    send_referral,
+    token,
+)
+
+PATIENT_B = "999900031"
+VIEWERS = {
+    "praktijk-de-linde": {"VERW-A", "VERW-C"},
+    "praktijk-het-anker": {"VERW-B"},
+    "welzijn-hoogeveen": {"VERW-A"},
+    "welzijn-de-wolden": {"VERW-B"},
+    "gemeente-hoogeveen": {"VERW-A"},
+    "gemeente-de-wolden": set(),
+}
+
+
+def _client(hub: RunningHub, who: str | None) -> httpx.AsyncClient:
+    headers = {}
+    if who:
+        headers["Authorization"] = f"Bearer {OPERATOR_TOKEN if who == 'operator' else token(who)}"
+    return httpx.AsyncClient(base_url=hub.http_url or "", headers=headers, timeout=10)
+
+
+async def test_health_and_missing_tokens(hub: RunningHub) -> None:
+    async with _client(hub, None) as anon:
+        assert (await anon.get("/healthz")).json() == {"status": "ok"}
+        ready = await anon.get("/readyz")
+        assert ready.status_code == 200
+        assert ready.json() == {"store": "ok", "broker": "ok"}
+        assert (await anon.get("/api/v1/registrations")).status_code == 401
+        wrong = await anon.get(
+            "/api/v1/registrations", headers={"Authorization": "Bearer not-a-token"}
+        )
+        assert wrong.status_code == 401
+        assert wrong.headers["www-authenticate"] == "Bearer"
+        assert (await anon.get("/openapi.json")).json()["info"]["title"] == "Schakel"
+
+
+async def test_each_party_sees_exactly_its_own_registrations(hub: RunningHub) -> None:
+    async with _client(hub, "operator") as operator:
+        everything = {
+            r["referral_id"]: r for r in (await operator.get("/api/v1/registrations")).json()
+        }
+    assert set(everything) == {"VERW-A", "VERW-B", "VERW-C"}
+    for who, visible in VIEWERS.items():
+        async with _client(hub, who) as client:
+            listed = (await client.get("/api/v1/registrations")).json()
+            assert {r["referral_id"] for r in listed} == visible, who
+            for referral_id, registration in everything.items():
+                response = await client.get(
+                    f"/api/v1/registrations/{registration['registration_id']}"
+                )
+                if referral_id in visible:
+                    assert response.status_code == 200, (who, referral_id)
+                    body = response.json()
+                    assert [e["status"] for e in body["timeline"]][:1] == ["received"]
+                    assert DEMO_BSN not in response.text
+                else:
+                    assert response.status_code == 404, (who, referral_id)
+            assert (
+                await client.get("/api/v1/registrations/00000000-0000-0000-0000-000000000000")
+            ).status_code == 404
+            assert (await client.get("/api/v1/dead-letters")).status_code == 403
+    with hub.hub.store.engine.connect() as conn:
+        reads = conn.execute(t.access_events.select()).all()
+    assert len(reads) >= 1 + 6 * 5, "every read is recorded"
+    assert {r.actor for r in reads} >= set(VIEWERS)
+    assert any(r.outcome == "not-found" for r in reads)
+
+
+async def test_filters(hub: RunningHub) -> None:
+    async with _client(hub, "operator") as operator:
+        waiting = (
+            await operator.get("/api/v1/registrations", params={"status": "waiting-for-consent"})
+        ).json()
+        assert [r["referral_id"] for r in waiting] == ["VERW-C"]
+        wolden = (
+            await operator.get(
+                "/api/v1/registrations", params={"organisation": "welzijn-de-wolden"}
+            )
+        ).json()
+        assert [r["referral_id"] for r in wolden] == ["VERW-B"]
+        assert (
+            await operator.get("/api/v1/registrations", params={"overdue": "true"})
+        ).json() == []
+        assert (
+            await operator.get("/api/v1/registrations", params={"limit": "0"})
+        ).status_code == 422
+
+
+async def test_dead_letters_for_operators(hub: RunningHub) -> None:
+    await send_referral(hub, "VERW-BAD", bsn="123456789")
+    await hub.relay.publish_pending()
+    async with _client(hub, "operator") as operator:
+        for _ in range(100):
+            letters = (await operator.get("/api/v1/dead-letters")).json()
+            if letters:
+                break
+            await hub.relay.publish_pending()
+        (letter,) = letters
+    assert letter["reason"] == "invalid-bsn"
+    assert letter["key"] == "VERW-BAD"
+    assert letter["original_topic"].endswith("referral-created")
+    assert "123456789" not in orjson.dumps(letter).decode()
+
+
+async def test_a_referral_posted_as_fhir_is_released_like_one_on_kafka(hub: RunningHub) -> None:
+    events = hub.hub.observers.subscribe()
+    async with _client(hub, "praktijk-de-linde") as practice:
+        consent = await practice.post(
+            "/fhir/Consent",
+            content=to_bytes(consent_resource("c-H", referral_id="VERW-H")),
+            headers={"Content-Type": "application/fhir+json"},
+        )
+        assert consent.status_code == 202
+        assert consent.json() == {"referral_id": "VERW-H", "consent_id": "c-H"}
+        posted = await practice.post(
+            "/fhir/Bundle",
+            content=to_bytes(referral_bundle("VERW-H")),
+            headers={"Content-Type": "application/fhir+json"},
+        )
+        assert posted.status_code == 202
+        assert posted.json() == {"referral_id": "VERW-H"}
+        await next_event(events, ReferralReleased, referral_id="VERW-H")
+        await hub.relay.publish_pending()
+        async with TopicReader(
+            hub.bootstrap, hub.hub.topics.welfare_referrals("welzijn-hoogeveen")
+        ) as welfare:
+            intakes = [orjson.loads(r.value)["referral_id"] for r in await welfare.everything()]
+        assert "VERW-H" in intakes
+
+        await send_feedback(hub, "VERW-H", "contacted")
+        await next_event(events, FeedbackForwarded, referral_id="VERW-H")
+        tasks = await practice.get("/fhir/Task", params={"based-on": "VERW-H"})
+        assert tasks.status_code == 200
+        bundle = Bundle.model_validate(tasks.json())
+        assert bundle.type == "searchset"
+        (entry,) = bundle.entry
+        assert entry.resource.status == "in-progress"
+        system = "urn:oid:2.16.840.1.113883.2.4.3.11.999.7.1"
+        by_identifier = await practice.get(
+            "/fhir/Task", params={"based-on:identifier": f"{system}|VERW-H"}
+        )
+        assert by_identifier.json()["total"] == 1
+    async with _client(hub, "praktijk-het-anker") as other:
+        assert (await other.get("/fhir/Task", params={"based-on": "VERW-H"})).json()["total"] == 0
+
+
+async def test_the_facade_refuses_with_an_operation_outcome(hub: RunningHub) -> None:
+    async with _client(hub, "praktijk-het-anker") as other_practice:
+        foreign = await other_practice.post(
+            "/fhir/Bundle", content=to_bytes(referral_bundle("VERW-X"))
+        )
+        assert foreign.status_code == 403, "a practice may only submit its own referrals"
+        assert foreign.json()["resourceType"] == "OperationOutcome"
+        cases = [
+            (b"not json", 400, "invalid-json"),
+            (b'{"resourceType": "Patient", "unknownElement": 1}', 400, "invalid-fhir"),
+            (
+                to_bytes(referral_bundle("VERW-Y", bsn="123456789", practice_agb="01054321")),
+                422,
+                "invalid-bsn",
+            ),
+            (
+                to_bytes(referral_bundle("VERW-Z", district="Atlantis", practice_agb="01054321")),
+                422,
+                "no-recipient",
+            ),
+        ]
+        for body, status, reason in cases:
+            response = await other_practice.post("/fhir/Bundle", content=body)
+            assert response.status_code == status, reason
+            outcome = response.json()
+            assert outcome["resourceType"] == "OperationOutcome"
+            assert outcome["issue"][0]["details"]["coding"][0]["code"] == reason
+            assert "123456789" not in response.text
+    async with _client(hub, "welzijn-hoogeveen") as welfare:
+        response = await welfare.post("/fhir/Bundle", content=to_bytes(referral_bundle("VERW-W")))
+        assert response.status_code == 403
+        assert (await welfare.get("/fhir/Task", params={"based-on": "VERW-A"})).status_code == 403
+    async with _client(hub, None) as anon:
+        assert (await anon.post("/fhir/Bundle", content=b"{}")).status_code == 401
