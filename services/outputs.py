@@ -12,6 +12,7 @@ from adapters.fhir.to_fhir import feedback_bundle, overdue_bundle
 from adapters.municipal.iwmo import identificatie, iwmo_from_disclosure
 from adapters.storage.store import Tx
 from adapters.welfare.intake import intake_from_disclosure, intake_json, revoked_json
+from schemas.audit import AuditRecord
 from schemas.ids import message_id, overdue_id, release_id
 from schemas.messages import InboundRecord, OutboundMessage
 from schemas.participants import Participant
@@ -31,6 +32,7 @@ from schemas.topics import (
     CE_REFERRAL_UPDATED,
     Header,
 )
+from services.audit_log import append, pseudonym
 from services.domain.feedback import message_id_of
 from services.domain.gate import REVOKE_REASON, GatePolicy, GateResult, Output
 from services.runtime import Hub
@@ -239,12 +241,76 @@ def _render(hub: Hub, tx: Tx, output: Output, traceparent: str) -> list[Outbound
     return [_disclosure_message(hub, tx, output, traceparent)]
 
 
+def _audit_record(hub: Hub, tx: Tx, output: Output) -> AuditRecord:
+    """What the trail says about one output: who received what about whom, on which consent."""
+    event = output.event
+    stored = tx.referral(event.referral_id)
+    bsn = str(stored.referral.client.bsn) if stored else None
+    system = stored.referral.identifier_system if stored else None
+    common = {
+        "actor": "schakel-hub",
+        "actor_role": "hub",
+        "referral_id": event.referral_id,
+        "referral_system": system,
+        "registration_id": event.registration_id,
+        "patient": pseudonym(tx, bsn),
+    }
+    if isinstance(event, ReferralReleased | ReferralUpdated):
+        kind = hub.participants.by_id[event.recipient_id].kind
+        action = (
+            ("registration" if kind == "municipality" else "release")
+            if isinstance(event, ReferralReleased)
+            else "update"
+        )
+        at = event.released_at if isinstance(event, ReferralReleased) else event.updated_at
+        data = tuple(sorted(str(c) for c in event.classes)) + (
+            ("bsn",) if kind == "municipality" else ()
+        )
+        return AuditRecord(
+            action=action,
+            recorded=at,
+            recipient=event.recipient_id,
+            consent_id=event.consent_id,
+            data=data,
+            **common,
+        )
+    if isinstance(event, ReferralRevoked):
+        return AuditRecord(
+            action="revoke-notice",
+            recorded=event.revoked_at,
+            recipient=event.recipient_id,
+            consent_id=event.cause,
+            data=("ids",),
+            **common,
+        )
+    if isinstance(event, FeedbackForwarded):
+        return AuditRecord(
+            action="feedback-forwarded",
+            recorded=event.at,
+            recipient=event.practice_id,
+            data=("feedback-status", "feedback-summary"),
+            detail=f"from {event.organisation}",
+            **common,
+        )
+    assert isinstance(event, ContactOverdue)
+    return AuditRecord(
+        action="overdue-notice",
+        recorded=event.at,
+        recipient=event.practice_id,
+        data=("ids",),
+        detail=f"also reminded {event.recipient_id}",
+        **common,
+    )
+
+
 def outputs_to_outbox(hub: Hub, tx: Tx, result: GateResult, cause: InboundRecord | None) -> None:
-    """Every message the rules decided on. The trace continues from the record that caused
-    it (the one that completed a referral+consent pair, the withdrawal, the feedback)."""
+    """Every message the rules decided on, each with its audit entry. The trace continues
+    from the record that caused it (the one that completed a referral+consent pair, the
+    withdrawal, the feedback)."""
     if not result.outputs:
         return
     traceparent = continue_trace(cause.header(Header.TRACEPARENT) if cause else None)
     for output in result.outputs:
         for message in _render(hub, tx, output, traceparent):
             tx.add_outbox(message)
+        append(hub, tx, _audit_record(hub, tx, output), traceparent)

@@ -34,6 +34,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from adapters.storage import tables as t
+from schemas.audit import AuditEntry
 from schemas.consent import Consent
 from schemas.feedback import WelfareFeedback
 from schemas.messages import OutboundMessage
@@ -414,6 +415,62 @@ class Tx:
         )
         return len(expired)
 
+    def registration_patient(
+        self, registration_id: str
+    ) -> tuple[str | None, str | None, str | None]:
+        """(BSN, referral id, referral system) of a registration, for the audit trail."""
+        row = self.conn.execute(
+            select(t.registrations.c.patient_bsn, t.registrations.c.referral_id).where(
+                t.registrations.c.registration_id == registration_id
+            )
+        ).first()
+        if row is None:
+            return None, None, None
+        stored = self.referral(row.referral_id)
+        return (
+            row.patient_bsn,
+            row.referral_id,
+            stored.referral.identifier_system if stored else None,
+        )
+
+    # --- audit ------------------------------------------------------------------------
+    def last_audit(self) -> tuple[int, str | None]:
+        row = self.conn.execute(
+            select(t.audit_log.c.seq, t.audit_log.c.hash)
+            .order_by(t.audit_log.c.seq.desc())
+            .limit(1)
+        ).first()
+        return (row.seq, row.hash) if row else (0, None)
+
+    def insert_audit(self, entry: AuditEntry) -> None:
+        self.conn.execute(
+            insert(t.audit_log).values(
+                seq=entry.seq,
+                recorded_at=entry.recorded,
+                action=entry.action,
+                actor=entry.actor,
+                recipient=entry.recipient,
+                referral_id=entry.referral_id,
+                registration_id=entry.registration_id,
+                patient=entry.patient,
+                consent_id=entry.consent_id,
+                canonical=entry.canonical,
+                hash=entry.hash,
+                prev_hash=entry.prev_hash,
+            )
+        )
+
+    def secret(self, name: str, make: Callable[[], str]) -> str:
+        """A value kept in the store, made once (e.g. the pseudonym key)."""
+        row = self.conn.execute(
+            select(t.hub_secrets.c.value).where(t.hub_secrets.c.name == name)
+        ).first()
+        if row:
+            return str(row.value)
+        value = make()
+        self.conn.execute(insert(t.hub_secrets).values(name=name, value=value))
+        return value
+
     def next_number(self, name: str) -> int:
         """A counter that never repeats a value (part of this transaction)."""
         row = self.conn.execute(select(t.counters.c.value).where(t.counters.c.name == name)).first()
@@ -558,6 +615,47 @@ class Store:
         with self.engine.connect() as conn:
             query = select(func.count()).select_from(t.metadata.tables[table])
             return int(conn.execute(query).scalar_one())
+
+    def audit_links(self, batch: int = 20_000) -> Iterator[tuple[int, str, str, str]]:
+        """(seq, prev_hash, hash, canonical) in stored order, streamed."""
+        with self.engine.connect() as conn:
+            result = conn.execution_options(stream_results=True, yield_per=batch).execute(
+                select(
+                    t.audit_log.c.seq,
+                    t.audit_log.c.prev_hash,
+                    t.audit_log.c.hash,
+                    t.audit_log.c.canonical,
+                ).order_by(t.audit_log.c.seq)
+            )
+            for row in result:
+                yield row.seq, row.prev_hash, row.hash, row.canonical
+
+    def audit_entries(
+        self, *, referral_id: str | None = None, patient: str | None = None
+    ) -> list[AuditEntry]:
+        query = select(t.audit_log).order_by(t.audit_log.c.seq)
+        if referral_id is not None:
+            query = query.where(t.audit_log.c.referral_id == referral_id)
+        if patient is not None:
+            query = query.where(t.audit_log.c.patient == patient)
+        with self.engine.connect() as conn:
+            return [
+                AuditEntry(
+                    seq=r.seq,
+                    recorded=r.recorded_at,
+                    action=r.action,
+                    actor=r.actor,
+                    recipient=r.recipient,
+                    referral_id=r.referral_id,
+                    registration_id=r.registration_id,
+                    patient=r.patient,
+                    consent_id=r.consent_id,
+                    canonical=r.canonical,
+                    hash=r.hash,
+                    prev_hash=r.prev_hash,
+                )
+                for r in conn.execute(query)
+            ]
 
     def ping(self) -> None:
         with self.engine.connect() as conn:

@@ -161,16 +161,36 @@ outbox = Table(
     Index("ix_outbox_unpublished", "published_at", "id"),
 )
 
-access_events = Table(
-    "access_events",
+audit_log = Table(
+    "audit_log",
     metadata,
-    Column("id", Serial, primary_key=True, autoincrement=True),
-    Column("at", UtcDateTime, nullable=False),
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("recorded_at", UtcDateTime, nullable=False),
+    Column("action", String(32), nullable=False),
     Column("actor", String(40), nullable=False),
-    Column("role", String(16), nullable=False),
-    Column("action", String(40), nullable=False),
+    Column("recipient", String(40), nullable=True),
+    Column("referral_id", String(64), nullable=True, index=True),
     Column("registration_id", String(36), nullable=True),
-    Column("referral_id", String(64), nullable=True),
-    Column("outcome", String(16), nullable=False),
-    Column("detail", Text, nullable=False),
+    Column("patient", String(64), nullable=True, index=True),
+    Column("consent_id", String(64), nullable=True),
+    Column("canonical", Text, nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+)
+
+hub_secrets = Table(
+    "hub_secrets",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", String(128), nullable=False),
+)
+
+reprocessed = Table(
+    "reprocessed",
+    metadata,
+    Column("dead_letter_id", String(36), primary_key=True),
+    Column("reprocess_id", String(36), nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Column("by", String(40), nullable=False),
+    Column("consumed_at", UtcDateTime, nullable=True),
 )

@@ -9,11 +9,11 @@ viewer may not see is simply not found.
 from __future__ import annotations
 
 import base64
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Select, and_, exists, insert, select, true
+from sqlalchemy import Select, and_, exists, select, true
 
 from adapters.storage import tables as t
 from adapters.storage.store import Store
@@ -210,27 +210,3 @@ class Views:
                     }
                 )
         return result
-
-    def record_access(
-        self,
-        viewer: Viewer,
-        action: str,
-        *,
-        outcome: str = "ok",
-        registration_id: str | None = None,
-        referral_id: str | None = None,
-        detail: str = "",
-    ) -> None:
-        with self.store.engine.begin() as conn:
-            conn.execute(
-                insert(t.access_events).values(
-                    at=datetime.now(UTC),
-                    actor=viewer.name,
-                    role=viewer.kind,
-                    action=action,
-                    registration_id=registration_id,
-                    referral_id=referral_id,
-                    outcome=outcome,
-                    detail=detail,
-                )
-            )

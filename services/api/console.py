@@ -82,8 +82,8 @@ async def registrations(
         return RedirectResponse("/console/login", status_code=303)
     ctx = _ctx(request)
     rows = ctx.views.registrations(viewer, status=status or None, overdue=overdue, limit=200)
-    ctx.views.record_access(
-        viewer, "console-list-registrations", detail=f"{len(rows)} registrations"
+    await ctx.record(
+        viewer, "read", what="registration-list", registrations=[r.registration_id for r in rows]
     )
     return _page(
         request, "registrations.html", viewer, rows=rows, status=status or "", overdue=overdue
@@ -98,11 +98,9 @@ async def registration(request: Request, registration_id: str) -> Response:
     ctx = _ctx(request)
     found = ctx.views.registration(viewer, registration_id[:64])
     if found is None:
-        ctx.views.record_access(viewer, "console-read-registration", outcome="not-found")
+        await ctx.record(viewer, "read", what="registration", outcome="not-found")
         return _page(request, "not_found.html", viewer, http_status=404)
-    ctx.views.record_access(
-        viewer, "console-read-registration", registration_id=found.registration_id
-    )
+    await ctx.record(viewer, "read", what="registration", registrations=[found.registration_id])
     return _page(request, "registration.html", viewer, reg=found)
 
 
@@ -113,9 +111,9 @@ async def dead_letters(request: Request) -> Response:
         return RedirectResponse("/console/login", status_code=303)
     ctx = _ctx(request)
     if viewer.kind != "operator":
-        ctx.views.record_access(viewer, "console-read-dead-letters", outcome="forbidden")
+        await ctx.record(viewer, "read", what="dead-letters", outcome="refused")
         return _page(request, "not_found.html", viewer, http_status=404)
-    ctx.views.record_access(viewer, "console-read-dead-letters")
+    await ctx.record(viewer, "read", what="dead-letters")
     return _page(
         request,
         "dead_letters.html",

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from typing import Literal
 
+from adapters.storage.store import Tx
 from adapters.storage.views import Views
+from schemas.access import Viewer
+from schemas.audit import AuditRecord
 from schemas.messages import Headers
 from services.api.auth import Authenticator
+from services.audit_log import append, pseudonym
 from services.runtime import Hub
 
 Publish = Callable[[str, bytes, bytes, Headers], Awaitable[None]]
 Ready = Callable[[], Awaitable[dict[str, str]]]
+Outcome = Literal["success", "refused", "not-found"]
 
 
 @dataclass
@@ -21,3 +28,46 @@ class ApiContext:
     auth: Authenticator
     publish: Publish
     ready: Ready
+
+    async def record(
+        self,
+        viewer: Viewer,
+        action: Literal["read", "submit"],
+        *,
+        what: str,
+        registrations: Iterable[str] = (),
+        referral_id: str | None = None,
+        outcome: Outcome = "success",
+    ) -> None:
+        """An audit entry per client whose data was read (or one, when none was)."""
+        ids = list(registrations)
+        now = self.hub.clock()
+
+        def work(tx: Tx) -> None:
+            for registration_id in ids or [None]:
+                bsn, referral, system = (
+                    tx.registration_patient(registration_id)
+                    if registration_id
+                    else (None, None, None)
+                )
+                append(
+                    self.hub,
+                    tx,
+                    AuditRecord(
+                        action=action,
+                        recorded=now,
+                        actor=viewer.name,
+                        actor_role=viewer.kind,
+                        referral_id=referral or referral_id,
+                        referral_system=system,
+                        registration_id=registration_id,
+                        patient=pseudonym(tx, bsn),
+                        data=(what,),
+                        outcome=outcome,
+                        detail=what if outcome != "success" else "",
+                    ),
+                )
+
+        await asyncio.to_thread(self.hub.store.run, work)
+        if self.hub.relay is not None:
+            self.hub.relay.wake()

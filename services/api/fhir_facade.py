@@ -39,7 +39,7 @@ def _outcome(status: int, reason: str, detail: str, code: str = "invalid") -> JS
     )
 
 
-def _practice(request: Request) -> tuple[ApiContext, Viewer | None, JSONResponse | None]:
+async def _practice(request: Request) -> tuple[ApiContext, Viewer | None, JSONResponse | None]:
     ctx: ApiContext = request.app.state.context
     caller = ctx.auth.from_header(request.headers.get("authorization"))
     if caller is None:
@@ -47,7 +47,7 @@ def _practice(request: Request) -> tuple[ApiContext, Viewer | None, JSONResponse
         response.headers["WWW-Authenticate"] = "Bearer"
         return ctx, None, response
     if caller.kind != "gp-practice":
-        ctx.views.record_access(caller, "fhir", outcome="forbidden")
+        await ctx.record(caller, "submit", what="fhir-facade", outcome="refused")
         return (
             ctx,
             caller,
@@ -96,7 +96,7 @@ def _refusal(exc: SchakelError) -> JSONResponse:
     },
 )
 async def post_bundle(request: Request) -> Any:
-    ctx, caller, refused = _practice(request)
+    ctx, caller, refused = await _practice(request)
     if refused is not None or caller is None:
         return refused
     raw = await _body(request, ctx.hub.settings.max_message_bytes)
@@ -108,11 +108,17 @@ async def post_bundle(request: Request) -> Any:
         )
         route(referral, ctx.hub.participants)
     except SchakelError as exc:
-        ctx.views.record_access(caller, "submit-referral", outcome="refused", detail=exc.reason)
+        await ctx.record(
+            caller, "submit", what=f"referral refused: {exc.reason}", outcome="refused"
+        )
         return _refusal(exc)
     if referral.referrer.practice_id != caller.participant_id:
-        ctx.views.record_access(
-            caller, "submit-referral", outcome="forbidden", referral_id=referral.referral_id
+        await ctx.record(
+            caller,
+            "submit",
+            what="referral of another practice",
+            referral_id=referral.referral_id,
+            outcome="refused",
         )
         return _outcome(
             403,
@@ -124,7 +130,7 @@ async def post_bundle(request: Request) -> Any:
         names.REFERRAL_CREATED, traceparent=request.headers.get("traceparent")
     )
     await ctx.publish(ctx.hub.topics.referral_created, raw, referral.referral_id.encode(), headers)
-    ctx.views.record_access(caller, "submit-referral", referral_id=referral.referral_id)
+    await ctx.record(caller, "submit", what="referral", referral_id=referral.referral_id)
     return JSONResponse({"referral_id": referral.referral_id}, status_code=202)
 
 
@@ -150,7 +156,7 @@ async def post_bundle(request: Request) -> Any:
     },
 )
 async def post_consent(request: Request) -> Any:
-    ctx, caller, refused = _practice(request)
+    ctx, caller, refused = await _practice(request)
     if refused is not None or caller is None:
         return refused
     raw = await _body(request, ctx.hub.settings.max_message_bytes)
@@ -164,13 +170,14 @@ async def post_consent(request: Request) -> Any:
             allow_test_bsn=ctx.hub.settings.allow_test_bsn,
         )
     except SchakelError as exc:
-        ctx.views.record_access(caller, "submit-consent", outcome="refused", detail=exc.reason)
+        await ctx.record(caller, "submit", what=f"consent refused: {exc.reason}", outcome="refused")
         return _refusal(exc)
     headers = inbound_headers(names.CONSENT_GRANTED, traceparent=request.headers.get("traceparent"))
     await ctx.publish(ctx.hub.topics.consent_granted, raw, consent.key.encode(), headers)
-    ctx.views.record_access(
+    await ctx.record(
         caller,
-        "submit-consent",
+        "submit",
+        what="consent",
         referral_id=consent.referrals[0].value if consent.referrals else None,
     )
     referral_id = consent.referrals[0].value if len(consent.referrals) == 1 else None
@@ -196,7 +203,7 @@ async def search_tasks(
         str | None, Query(alias="based-on:identifier", max_length=300)
     ] = None,
 ) -> Any:
-    ctx, caller, refused = _practice(request)
+    ctx, caller, refused = await _practice(request)
     if refused is not None or caller is None:
         return refused
     system: str | None = None
@@ -232,8 +239,12 @@ async def search_tasks(
                 modified=row["modified"],
             )
         )
-    ctx.views.record_access(
-        caller, "read-tasks", referral_id=referral_id, detail=f"{len(tasks)} tasks"
+    await ctx.record(
+        caller,
+        "read",
+        what="feedback-tasks",
+        registrations=[r["registration_id"] for r in rows],
+        referral_id=referral_id,
     )
     base = str(request.base_url).rstrip("/") + "/fhir"
     return JSONResponse(searchset(tasks, ctx.hub.clock(), base), media_type=FHIR_JSON)

@@ -91,7 +91,9 @@ async def list_registrations(
         until=until,
         limit=limit,
     )
-    ctx.views.record_access(caller, "list-registrations", detail=f"{len(found)} registrations")
+    await ctx.record(
+        caller, "read", what="registration-list", registrations=[r.registration_id for r in found]
+    )
     return found
 
 
@@ -108,11 +110,9 @@ async def list_registrations(
 async def get_registration(ctx: Ctx, caller: Caller, registration_id: str) -> RegistrationDetail:
     found = ctx.views.registration(caller, registration_id[:64])
     if found is None:
-        ctx.views.record_access(
-            caller, "read-registration", outcome="not-found", registration_id=registration_id[:36]
-        )
+        await ctx.record(caller, "read", what="registration", outcome="not-found")
         raise HTTPException(404, "no such registration")
-    ctx.views.record_access(caller, "read-registration", registration_id=found.registration_id)
+    await ctx.record(caller, "read", what="registration", registrations=[found.registration_id])
     return found
 
 
@@ -130,7 +130,7 @@ async def dead_letters(
     ctx: Ctx, caller: Caller, limit: Annotated[int, Query(ge=1, le=500)] = 100
 ) -> list[DeadLetterSummary]:
     if caller.kind != "operator":
-        ctx.views.record_access(caller, "read-dead-letters", outcome="forbidden")
+        await ctx.record(caller, "read", what="dead-letters", outcome="refused")
         raise HTTPException(403, "operators only")
-    ctx.views.record_access(caller, "read-dead-letters")
+    await ctx.record(caller, "read", what="dead-letters")
     return ctx.views.dead_letters(ctx.hub.topics.dead_letter, limit)

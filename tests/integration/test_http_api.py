@@ -9,7 +9,6 @@ import httpx
 import orjson
 from fhir.resources.R4B.bundle import Bundle
 
-from adapters.storage import tables as t
 from schemas.registration import FeedbackForwarded, ReferralReleased
 from services.demo.samples import DEMO_BSN, consent_resource, referral_bundle, to_bytes
 from services.hub import RunningHub
@@ -80,11 +79,13 @@ async def test_each_party_sees_exactly_its_own_registrations(hub: RunningHub) ->
                 await client.get("/api/v1/registrations/00000000-0000-0000-0000-000000000000")
             ).status_code == 404
             assert (await client.get("/api/v1/dead-letters")).status_code == 403
-    with hub.hub.store.engine.connect() as conn:
-        reads = conn.execute(t.access_events.select()).all()
-    assert len(reads) >= 1 + 6 * 5, "every read is recorded"
-    assert {r.actor for r in reads} >= set(VIEWERS)
-    assert any(r.outcome == "not-found" for r in reads)
+    reads = [e for e in hub.hub.store.audit_entries() if e.action == "read"]
+    assert {e.actor for e in reads} >= set(VIEWERS) | {"operator"}, "every read is audited"
+    shown = {(e.actor, e.referral_id) for e in reads if e.patient}
+    for who, visible in VIEWERS.items():
+        assert {r for a, r in shown if a == who} == visible, f"{who}: one entry per client it saw"
+    outcomes = {orjson.loads(e.canonical)["outcome"] for e in reads}
+    assert outcomes == {"0", "4"}, "refusals and not-found reads are audited too"
 
 
 async def test_filters(hub: RunningHub) -> None:

@@ -1,0 +1,185 @@
+"""NEN 7513 log entries as FHIR R4 AuditEvents (DOMAIN §5, Zorgviewer IG mapping). Pure.
+
+| NEN 7513 | AuditEvent |
+|---|---|
+| event code | `type` (DICOM 110106 Export for disclosures, 110110 Patient Record for reads) + `subtype` (Schakel action) |
+| action | `action` (E transfer, R read, C submit) |
+| date/time | `recorded` |
+| user and role | `agent[requestor=true].who` + `.role` |
+| responsible organisation / recipient | `agent` with role Destination (DICOM 110152) |
+| consent | `agent.policy` (`Consent/<id>`) |
+| client | `entity` type 1 (person): a keyed pseudonym of the BSN |
+| object | `entity` type 2 (system object): the referral (ServiceRequest identifier), data classes in `detail` |
+| outcome | `outcome` |
+| source | `source.observer` |
+
+The chain fields (sequence number, previous hash) are extensions inside the canonical form;
+the entry's own hash is added only to the published copy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from adapters.broker.cloudevents import rfc3339
+from schemas.audit import PSEUDONYM_SYSTEM, AuditRecord
+from schemas.participants import Participants
+
+DCM = "http://dicom.nema.org/resources/ontology/DCM"
+SEQ_URL = "urn:schakel:audit:seq"
+PREV_URL = "urn:schakel:audit:prev-hash"
+HASH_URL = "urn:schakel:audit:hash"
+HUB_SYSTEM = "urn:schakel:participant"
+_TYPES = {
+    "read": ("110110", "Patient Record", "R"),
+    "subject-access": ("110110", "Patient Record", "R"),
+    "dlq-show": ("110110", "Patient Record", "R"),
+    "submit": ("110107", "Import", "C"),
+}
+_EXPORT = ("110106", "Export", "E")
+_OUTCOME = {"success": "0", "refused": "4", "not-found": "4"}
+_ROLE = {
+    "gp-practice": "Huisartsenpraktijk",
+    "welfare": "Welzijnsorganisatie",
+    "municipality": "Gemeente",
+    "operator": "Beheerder",
+    "hub": "Applicatie",
+}
+
+
+def _who(participants: Participants, who: str) -> dict[str, Any]:
+    participant = participants.get(who)
+    if participant is None:
+        return {"identifier": {"system": HUB_SYSTEM, "value": who}, "display": who}
+    ident = participant.identifiers[0]
+    return {
+        "identifier": {"system": ident.system, "value": ident.value},
+        "display": participant.name,
+    }
+
+
+def audit_event(
+    record: AuditRecord, *, seq: int, prev_hash: str, participants: Participants
+) -> dict[str, Any]:
+    code, display, action = _TYPES.get(record.action, _EXPORT)
+    requestor: dict[str, Any] = {
+        "type": {"coding": [{"system": DCM, "code": "110153", "display": "Source Role ID"}]},
+        "who": _who(participants, record.actor),
+        "requestor": True,
+        "role": [{"text": _ROLE.get(record.actor_role, record.actor_role)}],
+    }
+    if record.consent_id:
+        requestor["policy"] = [f"Consent/{record.consent_id}"]
+    agents = [requestor]
+    if record.recipient:
+        destination: dict[str, Any] = {
+            "type": {
+                "coding": [{"system": DCM, "code": "110152", "display": "Destination Role ID"}]
+            },
+            "who": _who(participants, record.recipient),
+            "requestor": False,
+        }
+        if record.consent_id:
+            destination["policy"] = [f"Consent/{record.consent_id}"]
+        agents.append(destination)
+    entities: list[dict[str, Any]] = []
+    if record.patient:
+        entities.append(
+            {
+                "what": {"identifier": {"system": PSEUDONYM_SYSTEM, "value": record.patient}},
+                "type": {
+                    "system": "http://terminology.hl7.org/CodeSystem/audit-entity-type",
+                    "code": "1",
+                },
+                "role": {
+                    "system": "http://terminology.hl7.org/CodeSystem/object-role",
+                    "code": "1",
+                },
+            }
+        )
+    if record.referral_id or record.registration_id:
+        ident: dict[str, Any] = {"value": record.referral_id or record.registration_id}
+        if record.referral_id and record.referral_system:
+            ident["system"] = record.referral_system
+        entity: dict[str, Any] = {
+            "what": {"identifier": ident},
+            "type": {
+                "system": "http://terminology.hl7.org/CodeSystem/audit-entity-type",
+                "code": "2",
+            },
+        }
+        details = []
+        if record.registration_id:
+            details.append({"type": "registration", "valueString": record.registration_id})
+        if record.data:
+            details.append({"type": "data", "valueString": ",".join(record.data)})
+        if details:
+            entity["detail"] = details
+        entities.append(entity)
+    event: dict[str, Any] = {
+        "resourceType": "AuditEvent",
+        "id": f"audit-{seq}",
+        "extension": [
+            {"url": SEQ_URL, "valueString": str(seq)},
+            {"url": PREV_URL, "valueString": prev_hash},
+        ],
+        "type": {"system": DCM, "code": code, "display": display},
+        "subtype": [{"system": "urn:schakel:audit-action", "code": record.action}],
+        "action": action,
+        "recorded": rfc3339(record.recorded),
+        "outcome": _OUTCOME[record.outcome],
+        "purposeOfEvent": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/v3-ActReason",
+                        "code": "CAREMGT",
+                    }
+                ]
+            }
+        ],
+        "agent": agents,
+        "source": {
+            "observer": {
+                "identifier": {"system": HUB_SYSTEM, "value": "schakel-hub"},
+                "display": "schakel-hub",
+            },
+            "type": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/security-source-type",
+                    "code": "4",
+                }
+            ],
+        },
+    }
+    if record.outcome != "success" and record.detail:
+        event["outcomeDesc"] = record.detail[:200]
+    if entities:
+        event["entity"] = entities
+    return event
+
+
+def canonical(event: dict[str, Any]) -> str:
+    return orjson.dumps(event, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def published(canonical_form: str, entry_hash: str) -> bytes:
+    """The copy on the `audit` topic: the canonical form plus the entry's own hash."""
+    event = orjson.loads(canonical_form)
+    event["extension"].append({"url": HASH_URL, "valueString": entry_hash})
+    return orjson.dumps(event, option=orjson.OPT_SORT_KEYS)
+
+
+def chain_fields(canonical_form: str) -> tuple[int | None, str | None]:
+    """The sequence number and previous hash written inside a canonical form."""
+    try:
+        extensions = {
+            e["url"]: e.get("valueString")
+            for e in orjson.loads(canonical_form).get("extension", ())
+        }
+        seq = extensions.get(SEQ_URL)
+        return (int(seq) if seq is not None else None), extensions.get(PREV_URL)
+    except (ValueError, TypeError, KeyError, orjson.JSONDecodeError):
+        return None, None
