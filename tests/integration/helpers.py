@@ -61,12 +61,64 @@ async def running(
     try:
         await hub.wait_assigned(TIMEOUT)
         yield hub
+        await hub.relay.publish_pending()
+        check_audit(hub)
     finally:
         await hub.stop()
         if not keep_topics:
             with contextlib.suppress(Exception):
                 names = [s for s in await _topics_with_prefix(settings)]
                 await delete_topics(settings.kafka_bootstrap_servers or "", names)
+
+
+_AUDITED_TYPES = {
+    b"nl.schakel.referral-released.v1": {"release", "registration"},
+    b"nl.schakel.referral-updated.v1": {"update", "release"},
+    b"nl.schakel.referral-revoked.v1": {"revoke-notice"},
+    b"nl.schakel.feedback-forwarded.v1": {"feedback-forwarded"},
+    b"nl.schakel.contact-overdue.v1": {"overdue-notice"},
+}
+
+
+def check_audit(hub: RunningHub) -> None:
+    """After every integration test: every disclosure left an AuditEvent, every AuditEvent
+    validates with fhir.resources R4B, and the chain verifies."""
+    from fhir.resources.R4B.auditevent import AuditEvent
+
+    from adapters.storage import tables as t
+    from services.audit_reports import verify_store
+
+    entries = hub.hub.store.audit_entries()
+    for entry in entries:
+        AuditEvent.model_validate(orjson.loads(entry.canonical))
+    verdict = verify_store(hub.hub.store).verdict
+    assert verdict.ok, verdict
+    audited = {(e.action, e.referral_id, e.recipient) for e in entries}
+    recipient_of = {}
+    for p in hub.hub.participants:
+        topic = {
+            "welfare": hub.hub.topics.welfare_referrals(p.id),
+            "municipality": hub.hub.topics.wmo_registrations(p.cbs_code or ""),
+            "gp-practice": hub.hub.topics.his_feedback(p.id),
+        }[p.kind]
+        recipient_of[topic] = p.id
+    with hub.hub.store.engine.connect() as conn:
+        rows = conn.execute(t.outbox.select()).all()
+    for row in rows:
+        headers = dict((k, v) for k, v in orjson.loads(row.headers))
+        ce = headers.get("ce_type")
+        if ce is None:
+            continue
+        import base64
+
+        ce_type = base64.b64decode(ce)
+        if ce_type not in _AUDITED_TYPES:
+            continue
+        referral = row.key.decode()
+        recipient = recipient_of[row.topic]
+        assert any((a, referral, recipient) in audited for a in _AUDITED_TYPES[ce_type]), (
+            f"no audit entry for {ce_type!r} of {referral} to {recipient}"
+        )
 
 
 class FakeClock:
