@@ -179,4 +179,15 @@ GateEvent = (
     | ConsentRecorded
     | ReferralReleased
 )
-HubEvent = GateEvent | MessageDeadLettered
+
+
+class ReprocessIgnored(_Event):
+    """A dead letter re-driven by `schakel dlq reprocess` arrived a second time."""
+
+    topic: str
+    partition: int
+    offset: int
+    reprocess_id: str
+
+
+HubEvent = GateEvent | MessageDeadLettered | ReprocessIgnored

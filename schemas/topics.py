@@ -103,6 +103,10 @@ class Header:
     ORIGINAL_TOPIC = "schakel-original-topic"
     ORIGINAL_PARTITION = "schakel-original-partition"
     ORIGINAL_OFFSET = "schakel-original-offset"
+    # Re-driven dead letters (`schakel dlq reprocess`): lineage to the original record.
+    REPROCESS_ID = "schakel-reprocess-id"
+    REPROCESS_OF = "schakel-reprocess-of"
+    DEAD_LETTER_ID = "schakel-dead-letter-id"
 
 
 CE_SPECVERSION = "1.0"

@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -303,6 +304,214 @@ def audit_subject_access(
     lines = patient_entries(hub, bsn, asked_by)
     out.write_text(subject_access_html(lines, hub.participants, hub.clock()), "utf-8")
     console.print(f"wrote {out} ({len(lines)} entries); the request itself is in the audit trail")
+
+
+def _moment(value: str | None, what: str) -> datetime | None:
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise _fail(f"{what} must be an RFC 3339 moment, e.g. 2026-12-01T09:00:00+01:00") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@app.command()
+def replay(
+    into: Annotated[
+        str, typer.Option("--into", help="store URL to rebuild into (must not be the live one)")
+    ],
+    topics: Annotated[
+        str, typer.Option("--topics", help="comma-separated inbound topics")
+    ] = "referral-created,consent-granted,consent-withdrawn,feedback-returned",
+    from_offset: Annotated[
+        int | None, typer.Option("--from-offset", help="start at this offset in every partition")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="start at this moment (RFC 3339)")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option("--until", help="stop after this moment (RFC 3339)")
+    ] = None,
+    no_compare: Annotated[bool, typer.Option("--no-compare", help="rebuild only")] = False,
+) -> None:
+    """Rebuild registration and consent state from the topics into a separate store and compare
+    it with the live one. Publishes nothing to anyone; the run is audited."""
+    settings = _settings()
+    configure_logging("WARNING", settings.log_format)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    from adapters.storage.store import Store, normalise_url
+    from services.replay import REPLAYABLE, ReplayRange
+    from services.replay import replay as run_replay
+
+    if not settings.kafka_bootstrap_servers:
+        raise _fail(
+            "KAFKA_BOOTSTRAP_SERVERS is not set: replay reads the topics of a running broker"
+        )
+    chosen = tuple(t.strip() for t in topics.split(",") if t.strip())
+    unknown = [t for t in chosen if t not in REPLAYABLE]
+    if unknown:
+        raise _fail(f"cannot replay {', '.join(unknown)}; choose from {', '.join(REPLAYABLE)}")
+    if normalise_url(into) == normalise_url(settings.database_url):
+        raise _fail("--into is the live store; replay into a separate one")
+    span = ReplayRange(
+        topics=chosen,
+        from_offset=from_offset,
+        since=_moment(since, "--since"),
+        until=_moment(until, "--until"),
+    )
+    hub = _offline_hub(settings)
+    target = Store(into)
+
+    async def main():  # type: ignore[no-untyped-def]
+        columns = (
+            TextColumn("replaying"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TaskProgressColumn(),
+            TextColumn("{task.fields[rate]:>8.0f} rec/s"),
+            TimeRemainingColumn(),
+        )
+        with Progress(*columns, console=err) as bar:
+            task = bar.add_task("replay", total=None, rate=0.0)
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+
+            def progress(done: int, total: int) -> None:
+                elapsed = max(loop.time() - start, 1e-6)
+                bar.update(task, completed=done, total=total, rate=done / elapsed)
+
+            return await run_replay(
+                hub,
+                settings.kafka_bootstrap_servers or "",
+                target,
+                span,
+                progress=progress,
+                compare_with_live=not no_compare,
+            )
+
+    try:
+        result = asyncio.run(main())
+    except BrokerError as exc:
+        raise _fail(str(exc)) from None
+    console.print(
+        f"replayed {result.records} records in {result.seconds:.1f} s ({result.rate:,.0f} records/s): "
+        + ", ".join(f"{k} {v}" for k, v in result.per_topic.items())
+    )
+    if no_compare:
+        return
+    if result.identical:
+        console.print("[green]rebuilt state is identical to the live store[/]")
+        return
+    console.print(f"[red]{len(result.differences)} differences[/] with the live store:")
+    for line in result.differences:
+        console.print(f"  {line}")
+    raise typer.Exit(1)
+
+
+dlq_app = typer.Typer(
+    help="Dead letters: list them, show one, send one through the hub again.", no_args_is_help=True
+)
+app.add_typer(dlq_app, name="dlq")
+
+
+@dlq_app.command("list")
+def dlq_list(
+    reason: Annotated[str | None, typer.Option("--reason", help="only this reason")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=10_000)] = 100,
+) -> None:
+    """Dead letters, newest first: id, reason, detail, where they came from."""
+    settings = _settings()
+    configure_logging("WARNING", settings.log_format)
+    from rich.table import Table
+
+    from adapters.storage.views import Views
+
+    hub = _offline_hub(settings)
+    letters = [
+        d
+        for d in Views(hub.store).dead_letters(hub.topics.dead_letter, limit)
+        if not reason or d.reason == reason
+    ]
+    if not letters:
+        console.print("no dead letters")
+        return
+    table = Table(title="Dead letters")
+    for column in ("id", "when (UTC)", "reason", "detail", "from", "key"):
+        table.add_column(column)
+    for d in letters:
+        table.add_row(
+            d.message_id,
+            d.at.strftime("%Y-%m-%d %H:%M:%S"),
+            d.reason,
+            d.detail,
+            f"{d.original_topic}/{d.original_partition}/{d.original_offset}",
+            d.key or "—",
+        )
+    console.print(table)
+
+
+@dlq_app.command("show")
+def dlq_show(
+    message_id: Annotated[str, typer.Argument(help="the dead letter's id (from dlq list)")],
+    body: Annotated[
+        bool, typer.Option("--body", help="also print the original bytes (audited)")
+    ] = False,
+) -> None:
+    """One dead letter: its headers and, with --body, the original message."""
+    settings = _settings()
+    configure_logging("WARNING", settings.log_format)
+    from services.dead_letters import find_dead_letter, record_dlq_access
+
+    hub = _offline_hub(settings)
+    letter = find_dead_letter(hub, message_id)
+    if letter is None:
+        raise _fail(f"no dead letter {message_id}")
+    for key, value in letter.headers:
+        shown = "(binary)" if value is None else value.decode("utf-8", "replace")
+        console.print(f"{key}: {shown}")
+    if body:
+        record_dlq_access(hub, letter, "dlq-show")
+        sys.stdout.write((letter.value or b"").decode("utf-8", "replace") + "\n")
+
+
+@dlq_app.command("reprocess")
+def dlq_reprocess(
+    message_id: Annotated[str, typer.Argument(help="the dead letter's id (from dlq list)")],
+    file: Annotated[
+        Path | None,
+        typer.Option("--file", exists=True, dir_okay=False, help="send this fixed message instead"),
+    ] = None,
+) -> None:
+    """Send a dead letter (or its fixed version) through the hub again, on its original topic,
+    with lineage headers. A dead letter is re-driven once; the hub processes it once."""
+    settings = _settings()
+    configure_logging("WARNING", settings.log_format)
+    from services.dead_letters import ReprocessError, find_dead_letter, reprocess
+
+    if not settings.kafka_bootstrap_servers:
+        raise _fail("KAFKA_BOOTSTRAP_SERVERS is not set: reprocessing publishes to the broker")
+    hub = _offline_hub(settings)
+    letter = find_dead_letter(hub, message_id)
+    if letter is None:
+        raise _fail(f"no dead letter {message_id}")
+    try:
+        topic, reprocess_id = asyncio.run(
+            reprocess(
+                hub, settings.kafka_bootstrap_servers, letter, file.read_bytes() if file else None
+            )
+        )
+    except (ReprocessError, BrokerError) as exc:
+        raise _fail(str(exc)) from None
+    console.print(f"sent to {topic} again (reprocess id {reprocess_id})")
 
 
 def main() -> None:

@@ -25,7 +25,8 @@ from adapters.redaction import redact
 from adapters.storage.store import Tx
 from schemas.errors import InternalError, SchakelError
 from schemas.messages import InboundRecord
-from schemas.registration import HubEvent, MessageDeadLettered
+from schemas.registration import HubEvent, MessageDeadLettered, ReprocessIgnored
+from schemas.topics import Header
 from services.runtime import Hub
 
 P = TypeVar("P")
@@ -88,7 +89,23 @@ class BatchPipeline(Generic[P]):
 
     def _transaction(self, tx: Tx, work: list[tuple[InboundRecord, P | Failed]]) -> list[HubEvent]:
         events: list[HubEvent] = []
+        if self.hub.log_order:
+            tx.log_processing([(r.topic, r.partition, r.offset, r.timestamp_ms) for r, _ in work])
         for record, prepared in work:
+            if self.hub.before_apply is not None:
+                self.hub.before_apply(record)
+            reprocess_id = record.header(Header.REPROCESS_ID)
+            if reprocess_id is not None and not tx.claim_reprocess(reprocess_id, self.hub.clock()):
+                # `schakel dlq reprocess` sent it once; a second delivery is not processed again.
+                events.append(
+                    ReprocessIgnored(
+                        topic=record.topic,
+                        partition=record.partition,
+                        offset=record.offset,
+                        reprocess_id=reprocess_id[:36],
+                    )
+                )
+                continue
             if isinstance(prepared, Failed):
                 events.append(self._dead_letter(tx, record, prepared.error))
                 continue
@@ -144,6 +161,16 @@ class BatchPipeline(Generic[P]):
 
 
 def log_event(event_type: str, event: HubEvent) -> None:
+    if isinstance(event, ReprocessIgnored):
+        log.warning(
+            "reprocessed message delivered again; not processed twice",
+            event_type=event_type,
+            outcome="reprocess-ignored",
+            topic=event.topic,
+            partition=event.partition,
+            offset=event.offset,
+        )
+        return
     if isinstance(event, MessageDeadLettered):
         log.warning(
             "dead-lettered",

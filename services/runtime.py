@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 from adapters.broker.outbox import OutboxRelay
 from adapters.storage.store import Store
+from schemas.messages import InboundRecord
 from schemas.participants import Participants
 from schemas.registration import HubEvent
 from schemas.topics import Topics
@@ -69,6 +70,10 @@ class Hub:
     clock: Callable[[], datetime] = utc_now
     observers: Observers = field(default_factory=Observers)
     relay: OutboxRelay | None = None
+    log_order: bool = True
+    """Record the order records are applied in (replay follows it; a replay does not log)."""
+    before_apply: Callable[[InboundRecord], None] | None = None
+    """Called before each record is applied (replay sets its clock to the record's time)."""
 
     def committed(self, events: list[HubEvent]) -> None:
         """After a transaction committed: wake the relay, tell the listeners."""

@@ -72,6 +72,19 @@ def _headers_from_json(raw: str) -> tuple[tuple[str, bytes | None], ...]:
     return tuple((k, None if v is None else base64.b64decode(v)) for k, v in orjson.loads(raw))
 
 
+def _outbox_row(r: Any) -> OutboxRow:
+    return OutboxRow(
+        id=r.id,
+        message=OutboundMessage(
+            message_id=r.message_id,
+            topic=r.topic,
+            key=r.key,
+            value=r.value,
+            headers=_headers_from_json(r.headers),
+        ),
+    )
+
+
 def _registration_state(row: Any) -> RegistrationState:
     return RegistrationState(
         registration_id=row.registration_id,
@@ -433,6 +446,76 @@ class Tx:
             stored.referral.identifier_system if stored else None,
         )
 
+    def claim_reprocess(self, reprocess_id: str, at: datetime) -> bool:
+        """True the first time a re-driven record is consumed, False after (or if the id is
+        one `dlq reprocess` never issued and was seen before)."""
+        row = self.conn.execute(
+            select(t.reprocessed.c.consumed_at).where(t.reprocessed.c.reprocess_id == reprocess_id)
+        ).first()
+        if row is None:
+            return True  # not issued here (another store, a replay): nothing to hold it to
+        if row.consumed_at is not None:
+            return False
+        self.conn.execute(
+            update(t.reprocessed)
+            .where(t.reprocessed.c.reprocess_id == reprocess_id)
+            .values(consumed_at=at)
+        )
+        return True
+
+    def record_reprocess(
+        self, dead_letter_id: str, reprocess_id: str, at: datetime, by: str
+    ) -> bool:
+        """False when this dead letter was re-driven before (it is never sent twice)."""
+        exists = self.conn.execute(
+            select(t.reprocessed.c.dead_letter_id).where(
+                t.reprocessed.c.dead_letter_id == dead_letter_id
+            )
+        ).first()
+        if exists:
+            return False
+        self.conn.execute(
+            insert(t.reprocessed).values(
+                dead_letter_id=dead_letter_id, reprocess_id=reprocess_id, at=at, by=by
+            )
+        )
+        return True
+
+    def log_processing(self, records: list[tuple[str, int, int, int | None]]) -> None:
+        """Record the order in which inbound records were applied. The counter row is
+        updated in every batch transaction, so on PostgreSQL batches serialise on it and the
+        sequence is the order in which their effects became visible."""
+        if not records:
+            return
+        counter = "processing-order"
+        row = self.conn.execute(
+            select(t.counters.c.value).where(t.counters.c.name == counter)
+        ).first()
+        first = (row.value if row else 0) + 1
+        if row:
+            self.conn.execute(
+                update(t.counters)
+                .where(t.counters.c.name == counter)
+                .values(value=first + len(records) - 1)
+            )
+        else:
+            self.conn.execute(
+                insert(t.counters).values(name=counter, value=first + len(records) - 1)
+            )
+        self.conn.execute(
+            insert(t.processing_log),
+            [
+                {
+                    "seq": first + i,
+                    "topic": topic,
+                    "partition": partition,
+                    "offset": offset,
+                    "timestamp_ms": ts,
+                }
+                for i, (topic, partition, offset, ts) in enumerate(records)
+            ],
+        )
+
     # --- audit ------------------------------------------------------------------------
     def last_audit(self) -> tuple[int, str | None]:
         row = self.conn.execute(
@@ -551,6 +634,17 @@ class Store:
                 delay = min(delay * 2, 1.0)
         raise AssertionError("unreachable")
 
+    def outbox_rows(
+        self, *, topic: str, message_id: str | None = None, limit: int = 1000
+    ) -> list[OutboxRow]:
+        query = (
+            select(t.outbox).where(t.outbox.c.topic == topic).order_by(t.outbox.c.id).limit(limit)
+        )
+        if message_id is not None:
+            query = query.where(t.outbox.c.message_id == message_id)
+        with self.engine.connect() as conn:
+            return [_outbox_row(r) for r in conn.execute(query)]
+
     # --- outbox relay -------------------------------------------------------------
     def pending_outbox(self, limit: int = 500) -> list[OutboxRow]:
         with self.engine.connect() as conn:
@@ -560,19 +654,7 @@ class Store:
                 .order_by(t.outbox.c.id)
                 .limit(limit)
             ).all()
-        return [
-            OutboxRow(
-                id=r.id,
-                message=OutboundMessage(
-                    message_id=r.message_id,
-                    topic=r.topic,
-                    key=r.key,
-                    value=r.value,
-                    headers=_headers_from_json(r.headers),
-                ),
-            )
-            for r in rows
-        ]
+        return [_outbox_row(r) for r in rows]
 
     def mark_published(self, ids: list[int]) -> None:
         if not ids:
@@ -615,6 +697,17 @@ class Store:
         with self.engine.connect() as conn:
             query = select(func.count()).select_from(t.metadata.tables[table])
             return int(conn.execute(query).scalar_one())
+
+    def processing_order(
+        self, batch: int = 20_000
+    ) -> Iterator[tuple[int, str, int, int, int | None]]:
+        """(seq, topic, partition, offset, timestamp) in the order the hub applied them."""
+        with self.engine.connect() as conn:
+            result = conn.execution_options(stream_results=True, yield_per=batch).execute(
+                select(t.processing_log).order_by(t.processing_log.c.seq)
+            )
+            for r in result:
+                yield r.seq, r.topic, r.partition, r.offset, r.timestamp_ms
 
     def audit_links(self, batch: int = 20_000) -> Iterator[tuple[int, str, str, str]]:
         """(seq, prev_hash, hash, canonical) in stored order, streamed."""

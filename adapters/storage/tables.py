@@ -194,3 +194,13 @@ reprocessed = Table(
     Column("by", String(40), nullable=False),
     Column("consumed_at", UtcDateTime, nullable=True),
 )
+
+processing_log = Table(
+    "processing_log",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("topic", String(249), nullable=False),
+    Column("partition", Integer, nullable=False),
+    Column("offset", BigInteger, nullable=False),
+    Column("timestamp_ms", BigInteger, nullable=True),
+)

@@ -6,6 +6,7 @@ personal data is recorded as an access event (the audit trail, issue #7, is buil
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
@@ -15,16 +16,13 @@ from schemas.access import DeadLetterSummary, RegistrationDetail, RegistrationSu
 from services.api.context import ApiContext
 
 router = APIRouter()
+_DATE_START = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T")
 
 
 def _not_a_number(value: object) -> object:
     """pydantic would read a number as a Unix timestamp; the contract says RFC 3339."""
-    if (
-        isinstance(value, str)
-        and value.strip()
-        and value.strip().lstrip("+-").replace(".", "", 1).isdigit()
-    ):
-        raise ValueError("give an RFC 3339 date-time, not a number")
+    if isinstance(value, str) and not _DATE_START.match(value):
+        raise ValueError("give an RFC 3339 date-time, e.g. 2026-12-01T09:00:00+01:00")
     return value
 
 

@@ -1,0 +1,96 @@
+"""Re-driving dead letters (`schakel dlq`, issue #7).
+
+A dead letter is sent once more to the topic it came from - as it was, or fixed by the
+operator - with its original headers (the hub's error headers taken off) and lineage
+headers naming the dead letter and the original topic/partition/offset. It is re-driven
+once (the store records it), and the hub processes a re-driven record once (the pipeline
+claims its reprocess id). Both steps are audited.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from adapters.broker.client import Sender
+from adapters.storage.store import Tx
+from schemas.audit import AuditRecord
+from schemas.messages import OutboundMessage
+from schemas.topics import Header
+from services.audit_log import append
+from services.runtime import Hub
+
+_ERROR_HEADERS = {
+    Header.ERROR_REASON,
+    Header.ERROR_DETAIL,
+    Header.ORIGINAL_TOPIC,
+    Header.ORIGINAL_PARTITION,
+    Header.ORIGINAL_OFFSET,
+    Header.REPROCESS_ID,
+    Header.REPROCESS_OF,
+    Header.DEAD_LETTER_ID,
+}
+
+
+class ReprocessError(Exception):
+    pass
+
+
+def find_dead_letter(hub: Hub, message_id: str) -> OutboundMessage | None:
+    for row in hub.store.outbox_rows(topic=hub.topics.dead_letter, message_id=message_id):
+        return row.message
+    return None
+
+
+def _header(message: OutboundMessage, name: str) -> str:
+    for key, value in reversed(message.headers):
+        if key == name and value is not None:
+            return value.decode("utf-8", "replace")
+    return ""
+
+
+def record_dlq_access(hub: Hub, letter: OutboundMessage, action: str, detail: str = "") -> None:
+    def work(tx: Tx) -> None:
+        append(
+            hub,
+            tx,
+            AuditRecord(
+                action=action,  # type: ignore[arg-type]
+                recorded=hub.clock(),
+                actor="operator",
+                actor_role="operator",
+                referral_id=(letter.key or b"").decode("utf-8", "replace")[:64] or None,
+                data=("dead-letter",),
+                detail=detail,
+            ),
+        )
+
+    hub.store.run(work)
+
+
+async def reprocess(
+    hub: Hub, bootstrap: str, letter: OutboundMessage, fixed: bytes | None
+) -> tuple[str, str]:
+    topic = _header(letter, Header.ORIGINAL_TOPIC)
+    origin = f"{topic}/{_header(letter, Header.ORIGINAL_PARTITION)}/{_header(letter, Header.ORIGINAL_OFFSET)}"
+    if not topic:
+        raise ReprocessError("the dead letter does not say which topic it came from")
+    reprocess_id = str(uuid.uuid4())
+    if not hub.store.run(
+        lambda tx: tx.record_reprocess(letter.message_id, reprocess_id, hub.clock(), "operator")
+    ):
+        raise ReprocessError(
+            f"dead letter {letter.message_id} was reprocessed before; it is sent once"
+        )
+    headers = tuple((k, v) for k, v in letter.headers if k not in _ERROR_HEADERS) + (
+        (Header.REPROCESS_ID, reprocess_id.encode()),
+        (Header.REPROCESS_OF, origin.encode()),
+        (Header.DEAD_LETTER_ID, letter.message_id.encode()),
+    )
+    async with Sender(bootstrap) as sender:
+        await sender.send(
+            topic, fixed if fixed is not None else letter.value, key=letter.key, headers=headers
+        )
+    record_dlq_access(
+        hub, letter, "dlq-reprocess", f"{origin}{' (fixed)' if fixed is not None else ''}"
+    )
+    return topic, reprocess_id

@@ -1,0 +1,336 @@
+"""`schakel replay`: rebuild registration and consent state from the topics into a separate
+store, with the hub's own pipelines, and compare it with the live store (issue #7).
+
+Nothing is published: the replay hub has no outbox relay (its outbox fills, and stays in
+the replay store), and it never connects a producer. Records are applied in the order
+the live hub applied them (its processing log; cross-topic order decides outcomes such as
+a withdrawal that overtook its grant), then any the live hub never saw, by timestamp. The
+clock of each record is its broker timestamp. After the last record a single tick at the end moment applies consent
+periods and contact terms as the live hub's timer would have.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from sqlalchemy import select
+
+from adapters.broker.consumer import inbound
+from adapters.storage import tables as t
+from adapters.storage.store import Store
+from schemas import topics as names
+from schemas.audit import AuditRecord
+from schemas.messages import InboundRecord
+from services.audit_log import append
+from services.consent.handlers import consent_pipeline
+from services.feedback.handlers import feedback_pipeline
+from services.intake.handlers import intake_pipeline
+from services.pipeline import BatchPipeline
+from services.runtime import Hub
+from services.timers.handlers import tick
+
+REPLAYABLE = (
+    names.REFERRAL_CREATED,
+    names.CONSENT_GRANTED,
+    names.CONSENT_WITHDRAWN,
+    names.FEEDBACK_RETURNED,
+)
+CHUNK = 500
+
+
+@dataclass
+class ReplayRange:
+    topics: tuple[str, ...] = REPLAYABLE
+    from_offset: int | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+@dataclass
+class ReplayResult:
+    records: int = 0
+    per_topic: dict[str, int] = field(default_factory=dict)
+    differences: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def identical(self) -> bool:
+        return not self.differences
+
+    @property
+    def rate(self) -> float:
+        return self.records / self.seconds if self.seconds > 0 else 0.0
+
+
+class _RecordClock:
+    def __init__(self, default: datetime) -> None:
+        self.now = default
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def follow(self, record: InboundRecord) -> None:
+        if record.timestamp_ms is not None and record.timestamp_ms >= 0:
+            self.now = datetime.fromtimestamp(record.timestamp_ms / 1000, UTC)
+
+
+def replay_hub(live: Hub, into: Store, as_of: datetime) -> tuple[Hub, _RecordClock]:
+    clock = _RecordClock(as_of)
+    hub = Hub(
+        settings=live.settings,
+        participants=live.participants,
+        store=into,
+        topics=live.topics,
+        clock=clock,
+    )
+    hub.before_apply = clock.follow  # relay stays None: nothing is ever published
+    hub.log_order = False
+    return hub, clock
+
+
+async def _starts(
+    consumer: AIOKafkaConsumer, partitions: list[TopicPartition], span: ReplayRange
+) -> dict[TopicPartition, int]:
+    ends = await consumer.end_offsets(partitions)
+    if span.since is not None:
+        found = await consumer.offsets_for_times(
+            {tp: int(span.since.timestamp() * 1000) for tp in partitions}
+        )
+        # Past the end the embedded broker answers (0, -1) where Kafka answers None: both mean "the end".
+        return {
+            tp: (ends[tp] if (o is None or o.timestamp == -1) else o.offset)
+            for tp, o in found.items()
+        }
+    if span.from_offset is not None:
+        return {tp: min(span.from_offset, ends[tp]) for tp in partitions}
+    return dict(await consumer.beginning_offsets(partitions))
+
+
+class _Partitions:
+    """One consumer over every chosen partition, read on demand per partition."""
+
+    def __init__(self, consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> None:
+        self.consumer = consumer
+        self.ends = ends
+        self.buffers: dict[TopicPartition, deque[Any]] = {tp: deque() for tp in ends}
+        self.exhausted: set[TopicPartition] = set()
+
+    async def fill(self, tp: TopicPartition) -> None:
+        batch = await self.consumer.getmany(tp, timeout_ms=300, max_records=CHUNK)
+        records = batch.get(tp, [])
+        self.buffers[tp].extend(records)
+        if not records and await self.consumer.position(tp) >= self.ends[tp]:
+            # past the end offset and nothing more came (the embedded broker's end offsets
+            # can undercount a multi-record last batch, so both must hold)
+            self.exhausted.add(tp)
+
+    async def take(self, tp: TopicPartition, offset: int) -> Any | None:
+        """The record at `offset`, or None when the topic no longer has it."""
+        buffer = self.buffers[tp]
+        while True:
+            while buffer and buffer[0].offset < offset:
+                buffer.popleft()
+            if buffer:
+                return buffer.popleft() if buffer[0].offset == offset else None
+            if tp in self.exhausted:
+                return None
+            await self.fill(tp)
+
+    async def rest(self, tp: TopicPartition) -> list[Any]:
+        while tp not in self.exhausted:
+            await self.fill(tp)
+        records = list(self.buffers[tp])
+        self.buffers[tp].clear()
+        return records
+
+
+async def read_topics(
+    bootstrap: str,
+    live: Hub,
+    span: ReplayRange,
+    handle: Callable[[str, list[InboundRecord]], None],
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[dict[str, int], list[str]]:
+    """Every chosen record in the order the live hub applied it (its processing log), then
+    any record the live hub never applied, in timestamp order. Records the log names but
+    the topic no longer holds are reported."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=50,
+        client_id="schakel-replay",
+    )
+    await consumer.start()
+    counts = {name: 0 for name in span.topics}
+    missing: list[str] = []
+    try:
+        partitions = [
+            TopicPartition(live.topics.name(name), p)
+            for name in span.topics
+            for p in sorted(consumer.partitions_for_topic(live.topics.name(name)) or [])
+        ]
+        consumer.assign(partitions)
+        starts = await _starts(consumer, partitions, span)
+        ends = await consumer.end_offsets(partitions)
+        for tp, offset in starts.items():
+            consumer.seek(tp, offset)
+        reader = _Partitions(consumer, ends)
+        total = sum(max(0, ends[tp] - starts[tp]) for tp in partitions)
+        until_ms = int(span.until.timestamp() * 1000) if span.until else None
+        done: dict[TopicPartition, int] = {}
+        seen = 0
+
+        def emit(record: Any) -> None:
+            nonlocal seen
+            logical = live.topics.logical(record.topic)
+            handle(logical, inbound([record]))
+            counts[logical] += 1
+            seen += 1
+            if progress is not None and seen % 100 == 0:
+                progress(seen, max(total, seen))
+
+        for _seq, topic, partition, offset, ts in live.store.processing_order():
+            tp = TopicPartition(topic, partition)
+            if tp not in reader.buffers or offset < starts[tp] or offset <= done.get(tp, -1):
+                continue  # not chosen, before the range, or applied twice live (idempotent)
+            if until_ms is not None and ts is not None and ts > until_ms:
+                continue
+            record = await reader.take(tp, offset)
+            if record is None:
+                missing.append(
+                    f"record {topic}/{partition}/{offset} was applied live but is gone from the topic"
+                )
+                continue
+            done[tp] = offset
+            emit(record)
+        rest = [
+            r for tp in partitions for r in await reader.rest(tp) if r.offset > done.get(tp, -1)
+        ]
+        for record in sorted(rest, key=lambda r: (r.timestamp, r.topic, r.partition, r.offset)):
+            if until_ms is None or record.timestamp <= until_ms:
+                emit(record)
+        if progress is not None:
+            progress(seen, max(total, seen))
+    finally:
+        await consumer.stop()
+    return counts, missing
+
+
+def _state(store: Store) -> dict[str, Any]:
+    """What must be the same after a replay: registrations, releases, consents, feedback.
+    Times are left out (the replay's clock is the broker's timestamps)."""
+    with store.engine.connect() as conn:
+        registrations = {
+            r.registration_id: (r.status, r.recipient_id, r.practice_id, r.closed_at is not None)
+            for r in conn.execute(select(t.registrations))
+        }
+        referrals = {r.referral_id: r.registration_id for r in conn.execute(select(t.referrals))}
+        releases = {
+            (r.referral_id, r.recipient_id): (
+                r.registration_id,
+                r.consent_id,
+                r.revoked_at is not None,
+            )
+            for r in conn.execute(select(t.releases))
+        }
+        consents = {r.consent_id: (r.status, r.kind) for r in conn.execute(select(t.consents))}
+        feedback = {r.message_id for r in conn.execute(select(t.feedback.c.message_id))}
+    return {
+        "registration": registrations,
+        "referral": referrals,
+        "release": releases,
+        "consent": consents,
+        "feedback": feedback,
+    }
+
+
+def compare(live: Store, rebuilt: Store, limit: int = 50) -> list[str]:
+    a, b = _state(live), _state(rebuilt)
+    differences: list[str] = []
+    for kind in a:
+        left, right = a[kind], b[kind]
+        if isinstance(left, set):
+            for item in sorted(left - right)[:limit]:
+                differences.append(f"{kind} {item}: only in the live store")
+            for item in sorted(right - left)[:limit]:
+                differences.append(f"{kind} {item}: only in the replay")
+            continue
+        for key in sorted(set(left) | set(right), key=str):
+            if key not in right:
+                differences.append(f"{kind} {key}: only in the live store")
+            elif key not in left:
+                differences.append(f"{kind} {key}: only in the replay")
+            elif left[key] != right[key]:
+                differences.append(f"{kind} {key}: live {left[key]} != replay {right[key]}")
+            if len(differences) >= limit:
+                return differences
+    return differences
+
+
+async def replay(
+    live: Hub,
+    bootstrap: str,
+    into: Store,
+    span: ReplayRange,
+    *,
+    operator: str = "operator",
+    progress: Callable[[int, int], None] | None = None,
+    compare_with_live: bool = True,
+) -> ReplayResult:
+    started = asyncio.get_running_loop().time()
+    as_of = span.until or live.clock()
+    await asyncio.to_thread(into.migrate)
+    hub, clock = replay_hub(live, into, as_of)
+    pipelines: dict[str, BatchPipeline[Any]] = {
+        names.REFERRAL_CREATED: intake_pipeline(hub),
+        names.CONSENT_GRANTED: consent_pipeline(hub),
+        names.CONSENT_WITHDRAWN: consent_pipeline(hub, withdrawn=True),
+        names.FEEDBACK_RETURNED: feedback_pipeline(hub),
+    }
+    pending: list[tuple[str, InboundRecord]] = []
+
+    def flush() -> None:
+        # consecutive records of one topic share a transaction; order is kept
+        while pending:
+            topic = pending[0][0]
+            run = []
+            while pending and pending[0][0] == topic:
+                run.append(pending.pop(0)[1])
+            pipelines[topic].process(run)
+
+    def handle(topic: str, records: list[InboundRecord]) -> None:
+        pending.extend((topic, r) for r in records)
+        if len(pending) >= CHUNK:
+            flush()
+
+    counts, missing = await read_topics(bootstrap, live, span, handle, progress)
+    await asyncio.to_thread(flush)
+    clock.now = as_of
+    await asyncio.to_thread(tick, hub)
+    result = ReplayResult(records=sum(counts.values()), per_topic=counts)
+    if compare_with_live:
+        result.differences = missing + await asyncio.to_thread(compare, live.store, into)
+    result.seconds = asyncio.get_running_loop().time() - started
+
+    def audit(tx: Any) -> None:
+        append(
+            live,
+            tx,
+            AuditRecord(
+                action="replay",
+                recorded=live.clock(),
+                actor=operator,
+                actor_role="operator",
+                data=tuple(span.topics),
+                detail=f"{result.records} records; {len(result.differences)} differences",
+            ),
+        )
+
+    await asyncio.to_thread(live.store.run, audit)
+    return result
