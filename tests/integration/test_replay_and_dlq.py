@@ -32,7 +32,7 @@ from tests.integration.helpers import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-REFERRALS = 1200
+REFERRALS = 2000
 
 
 def _env(settings) -> dict[str, str]:  # type: ignore[no-untyped-def]
