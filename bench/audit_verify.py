@@ -31,16 +31,35 @@ def fill(store: Store, n: int) -> float:
     prev, rows, started = GENESIS, [], time.perf_counter()
     for seq in range(1, n + 1):
         record = AuditRecord(
-            action="release", recorded=start + timedelta(seconds=seq), actor="schakel-hub", actor_role="hub",
-            recipient="welzijn-hoogeveen", referral_id=f"VERW-{seq:08d}", registration_id=f"reg-{seq}",
-            patient=f"{seq:032x}", consent_id=f"c-{seq}", data=("referral", "contact-phone"),
+            action="release",
+            recorded=start + timedelta(seconds=seq),
+            actor="schakel-hub",
+            actor_role="hub",
+            recipient="welzijn-hoogeveen",
+            referral_id=f"VERW-{seq:08d}",
+            registration_id=f"reg-{seq}",
+            patient=f"{seq:032x}",
+            consent_id=f"c-{seq}",
+            data=("referral", "contact-phone"),
         )
         form = canonical(audit_event(record, seq=seq, prev_hash=prev, participants=participants))
         digest = entry_hash(form)
-        rows.append({"seq": seq, "recorded_at": record.recorded, "action": record.action, "actor": record.actor,
-                     "recipient": record.recipient, "referral_id": record.referral_id,
-                     "registration_id": record.registration_id, "patient": record.patient,
-                     "consent_id": record.consent_id, "canonical": form, "hash": digest, "prev_hash": prev})
+        rows.append(
+            {
+                "seq": seq,
+                "recorded_at": record.recorded,
+                "action": record.action,
+                "actor": record.actor,
+                "recipient": record.recipient,
+                "referral_id": record.referral_id,
+                "registration_id": record.registration_id,
+                "patient": record.patient,
+                "consent_id": record.consent_id,
+                "canonical": form,
+                "hash": digest,
+                "prev_hash": prev,
+            }
+        )
         prev = digest
         if len(rows) == 20_000:
             with store.engine.begin() as conn:
@@ -66,9 +85,11 @@ def main(argv: list[str]) -> int:
             report = verify_store(store)
             assert report.verdict.ok and report.verdict.checked == n
             size = len(next(store.audit_links())[3])
-            print(f"{name}: {n} entries (~{size} B each) written in {filled:.1f} s; verified in "
-                  f"{report.seconds:.2f} s = {report.rate:,.0f} entries/s; 20 M would take "
-                  f"{20_000_000 / report.rate / 60:.1f} min")
+            print(
+                f"{name}: {n} entries (~{size} B each) written in {filled:.1f} s; verified in "
+                f"{report.seconds:.2f} s = {report.rate:,.0f} entries/s; 20 M would take "
+                f"{20_000_000 / report.rate / 60:.1f} min"
+            )
             store.dispose()
     return 0
 

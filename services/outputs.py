@@ -13,6 +13,7 @@ from adapters.municipal.iwmo import identificatie, iwmo_from_disclosure
 from adapters.storage.store import Tx
 from adapters.welfare.intake import intake_from_disclosure, intake_json, revoked_json
 from schemas.audit import AuditRecord
+from schemas.identifiers import AGB_SYSTEM
 from schemas.ids import message_id, overdue_id, release_id
 from schemas.messages import InboundRecord, OutboundMessage
 from schemas.participants import Participant
@@ -89,7 +90,7 @@ def _owner(participant: Participant) -> tuple[str, str, str]:
 
 def _agb(hub: Hub, practice_id: str) -> str:
     practice = hub.participants.by_id[practice_id]
-    return next(i.value for i in practice.identifiers if i.system.endswith("/agb-z"))
+    return next(i.value for i in practice.identifiers if i.system == AGB_SYSTEM)
 
 
 def _disclosure_message(hub: Hub, tx: Tx, output: Output, traceparent: str) -> OutboundMessage:

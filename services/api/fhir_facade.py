@@ -10,7 +10,8 @@ own referrals (notified pull).
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
@@ -22,12 +23,15 @@ from adapters.fhir.to_fhir import current_task, operation_outcome, searchset
 from adapters.fhir.validate import load_json, validate_resource
 from schemas import topics as names
 from schemas.access import Viewer
+from schemas.consent import Consent
 from schemas.errors import SchakelError
 from schemas.identifiers import AGB_SYSTEM
+from schemas.referral import Referral
 from services.api.context import ApiContext
 from services.domain.routing import route
 
 router = APIRouter(prefix="/fhir", tags=["fhir"])
+T = TypeVar("T")
 FHIR_JSON = "application/fhir+json"
 _STATUS = {"invalid-json": 400, "invalid-fhir": 400, "too-large": 413}
 _OUTCOME_SCHEMA = {"description": "FHIR OperationOutcome", "content": {FHIR_JSON: {}}}
@@ -65,6 +69,45 @@ async def _body(request: Request, limit: int) -> bytes:
     return await request.body()
 
 
+_SUBMIT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: _OUTCOME_SCHEMA,
+    401: _OUTCOME_SCHEMA,
+    403: _OUTCOME_SCHEMA,
+    413: _OUTCOME_SCHEMA,
+    422: _OUTCOME_SCHEMA,
+}
+_FHIR_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            FHIR_JSON: {"schema": {"type": "object"}},
+            "application/json": {"schema": {"type": "object"}},
+        },
+    }
+}
+
+
+async def _checked(
+    request: Request, what: str, check: Callable[[ApiContext, dict[str, Any]], T]
+) -> tuple[ApiContext, Viewer, bytes, T] | JSONResponse:
+    """Token, body and the Kafka intake's own checks; a refusal is audited and answered with
+    an OperationOutcome."""
+    ctx, caller, refused = await _practice(request)
+    if refused is not None or caller is None:
+        return refused or _outcome(
+            401, "unauthorised", "missing or unknown bearer token", code="login"
+        )
+    raw = await _body(request, ctx.hub.settings.max_message_bytes)
+    try:
+        data = load_json(raw, ctx.hub.settings.max_message_bytes)
+        validate_resource(data)
+        parsed = check(ctx, data)
+    except SchakelError as exc:
+        await ctx.record(caller, "submit", what=f"{what} refused: {exc.reason}", outcome="refused")
+        return _refusal(exc)
+    return ctx, caller, raw, parsed
+
+
 def _refusal(exc: SchakelError) -> JSONResponse:
     return _outcome(
         _STATUS.get(exc.reason, 422),
@@ -74,44 +117,35 @@ def _refusal(exc: SchakelError) -> JSONResponse:
     )
 
 
+def _referral(ctx: ApiContext, data: dict[str, Any]) -> Referral:
+    referral = referral_from_fhir(
+        data, ctx.hub.participants, allow_test_bsn=ctx.hub.settings.allow_test_bsn
+    )
+    route(referral, ctx.hub.participants)
+    return referral
+
+
+def _consent(ctx: ApiContext, data: dict[str, Any]) -> Consent:
+    return consent_from_fhir(
+        data,
+        ctx.hub.participants,
+        expected_status=GRANTED,
+        allow_test_bsn=ctx.hub.settings.allow_test_bsn,
+    )
+
+
 @router.post(
     "/Bundle",
     status_code=202,
     summary="submit a referral Bundle (as on referral-created)",
-    responses={
-        400: _OUTCOME_SCHEMA,
-        401: _OUTCOME_SCHEMA,
-        403: _OUTCOME_SCHEMA,
-        413: _OUTCOME_SCHEMA,
-        422: _OUTCOME_SCHEMA,
-    },
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                FHIR_JSON: {"schema": {"type": "object"}},
-                "application/json": {"schema": {"type": "object"}},
-            },
-        }
-    },
+    responses=_SUBMIT_RESPONSES,
+    openapi_extra=_FHIR_BODY,
 )
 async def post_bundle(request: Request) -> Any:
-    ctx, caller, refused = await _practice(request)
-    if refused is not None or caller is None:
-        return refused
-    raw = await _body(request, ctx.hub.settings.max_message_bytes)
-    try:
-        data = load_json(raw, ctx.hub.settings.max_message_bytes)
-        validate_resource(data)
-        referral = referral_from_fhir(
-            data, ctx.hub.participants, allow_test_bsn=ctx.hub.settings.allow_test_bsn
-        )
-        route(referral, ctx.hub.participants)
-    except SchakelError as exc:
-        await ctx.record(
-            caller, "submit", what=f"referral refused: {exc.reason}", outcome="refused"
-        )
-        return _refusal(exc)
+    checked = await _checked(request, "referral", _referral)
+    if isinstance(checked, JSONResponse):
+        return checked
+    ctx, caller, raw, referral = checked
     if referral.referrer.practice_id != caller.participant_id:
         await ctx.record(
             caller,
@@ -138,49 +172,19 @@ async def post_bundle(request: Request) -> Any:
     "/Consent",
     status_code=202,
     summary="submit a Consent (as on consent-granted)",
-    responses={
-        400: _OUTCOME_SCHEMA,
-        401: _OUTCOME_SCHEMA,
-        403: _OUTCOME_SCHEMA,
-        413: _OUTCOME_SCHEMA,
-        422: _OUTCOME_SCHEMA,
-    },
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                FHIR_JSON: {"schema": {"type": "object"}},
-                "application/json": {"schema": {"type": "object"}},
-            },
-        }
-    },
+    responses=_SUBMIT_RESPONSES,
+    openapi_extra=_FHIR_BODY,
 )
 async def post_consent(request: Request) -> Any:
-    ctx, caller, refused = await _practice(request)
-    if refused is not None or caller is None:
-        return refused
-    raw = await _body(request, ctx.hub.settings.max_message_bytes)
-    try:
-        data = load_json(raw, ctx.hub.settings.max_message_bytes)
-        validate_resource(data)
-        consent = consent_from_fhir(
-            data,
-            ctx.hub.participants,
-            expected_status=GRANTED,
-            allow_test_bsn=ctx.hub.settings.allow_test_bsn,
-        )
-    except SchakelError as exc:
-        await ctx.record(caller, "submit", what=f"consent refused: {exc.reason}", outcome="refused")
-        return _refusal(exc)
+    checked = await _checked(request, "consent", _consent)
+    if isinstance(checked, JSONResponse):
+        return checked
+    ctx, caller, raw, consent = checked
     headers = inbound_headers(names.CONSENT_GRANTED, traceparent=request.headers.get("traceparent"))
     await ctx.publish(ctx.hub.topics.consent_granted, raw, consent.key.encode(), headers)
-    await ctx.record(
-        caller,
-        "submit",
-        what="consent",
-        referral_id=consent.referrals[0].value if consent.referrals else None,
-    )
-    referral_id = consent.referrals[0].value if len(consent.referrals) == 1 else None
+    named = consent.referrals[0].value if consent.referrals else None
+    await ctx.record(caller, "submit", what="consent", referral_id=named)
+    referral_id = named if len(consent.referrals) == 1 else None
     return JSONResponse(
         {"referral_id": referral_id, "consent_id": consent.consent_id}, status_code=202
     )
