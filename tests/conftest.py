@@ -104,7 +104,7 @@ def log_capture() -> Iterator[io.StringIO]:
     buffer = io.StringIO()
     configure_logging("DEBUG", "json", stream=buffer)
     yield buffer
-    configure_logging("WARNING", "json")
+    configure_logging("INFO", "json", stream=_run_stream())
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -127,3 +127,59 @@ def golden(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
         assert data == path.read_bytes()
 
     return check
+
+
+# --- privacy under failure -------------------------------------------------------------
+# Every log line of the whole run (in-process hubs, libraries, tracebacks) goes to
+# test-artifacts/test-run.log through the redacting handler; hub processes started by
+# tests write their logs under test-artifacts/ too. At the end the run fails if any of it
+# holds a fixture BSN or patient name.
+RUN_LOG = ARTIFACTS / "test-run.log"
+FIXTURE_NAMES = ("Vries-Bakker", "Wilhelmina", "Oosterhuis-Smit", "Bram Bos", "Claassen", "Zoë")
+
+
+_RUN_STREAMS: list[io.TextIOWrapper] = []
+
+
+def _run_stream() -> io.TextIOWrapper:
+    if not _RUN_STREAMS:
+        ARTIFACTS.mkdir(exist_ok=True)
+        _RUN_STREAMS.append(RUN_LOG.open("w", encoding="utf-8"))
+    return _RUN_STREAMS[0]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    from adapters.logging import configure_logging
+
+    configure_logging("INFO", "json", stream=_run_stream())
+
+
+def _personal_data_in(text: str) -> list[str]:
+    import re
+
+    from schemas.identifiers import bsn_valid
+
+    found = sorted(
+        {
+            m
+            for m in re.findall(r"(?<![0-9])(9999[0-9]{5}|123456782)(?![0-9])", text)
+            if bsn_valid(m)
+        }
+    )
+    found += [name for name in FIXTURE_NAMES if name in text]
+    return found
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    for stream in _RUN_STREAMS:
+        stream.flush()
+    problems = []
+    for path in sorted(ARTIFACTS.glob("*.log")):
+        leaked = _personal_data_in(path.read_text("utf-8", "replace"))
+        if leaked:
+            problems.append(f"{path.name}: {len(leaked)} fixture BSN(s)/name(s)")
+    if problems:
+        session.config.get_terminal_writer().line(
+            "PERSONAL DATA IN LOG OUTPUT: " + "; ".join(problems), red=True
+        )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -17,6 +17,7 @@ from adapters.broker.client import Sender, inbound_headers
 from schemas import topics as names
 from services.demo.samples import DEMO_BSN, consent_resource, referral_bundle, to_bytes
 from services.settings import DEMO_PARTICIPANTS
+from tests.conftest import ARTIFACTS
 from tests.integration.helpers import TopicReader, unique_prefix
 
 SCHAKEL = [sys.executable, "-m", "services.cli", "run"]
@@ -27,6 +28,7 @@ TIMEOUT = 30.0
 class HubProcess:
     def __init__(self, env: dict[str, str], log: Path) -> None:
         self.env, self.log_path = env, log
+        log.write_bytes(b"")
         self.proc: asyncio.subprocess.Process | None = None
         self.lines: list[dict[str, Any]] = []
 
@@ -98,7 +100,7 @@ async def test_sigkill_loses_no_pending_referral(kafka_bootstrap: str, tmp_path:
         "SCHAKEL_TOPIC_PARTITIONS": "3",
         "SCHAKEL_LOG_FORMAT": "json",
     }
-    first = HubProcess(env, tmp_path / "first.log")
+    first = HubProcess(env, ARTIFACTS / "restart-first.log")
     await first.start()
     await first.wait_for(event="hub started")
     async with Sender(kafka_bootstrap) as sender:
@@ -120,7 +122,7 @@ async def test_sigkill_loses_no_pending_referral(kafka_bootstrap: str, tmp_path:
         await asyncio.sleep(0.1)
     await first.kill()
 
-    second = HubProcess(env, tmp_path / "second.log")
+    second = HubProcess(env, ARTIFACTS / "restart-second.log")
     await second.start()
     try:
         await second.wait_for(event="hub started")

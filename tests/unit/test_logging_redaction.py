@@ -72,3 +72,13 @@ def test_ordinary_values_survive(log_capture: io.StringIO) -> None:
 def test_redact_leaves_non_bsn_numbers() -> None:
     assert redact("offset 123456789 of 2026-12-01") == "offset 123456789 of 2026-12-01"
     assert redact("123456782") == "[BSN]"
+
+
+def test_the_run_wide_privacy_check_finds_fixture_data() -> None:
+    """The session-end scan of all log output (tests/conftest.py) must be able to fail."""
+    from tests.conftest import _personal_data_in
+
+    assert _personal_data_in('{"event":"released","offset":123456789}') == []
+    assert _personal_data_in("patient 999900018 arrived") == ["999900018"]
+    assert _personal_data_in("hello Anna de Vries-Bakker") == ["Vries-Bakker"]
+    assert _personal_data_in("[BSN] and [redacted]") == []
