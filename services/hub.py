@@ -164,7 +164,9 @@ async def start_hub(
             settings=settings, participants=participants, store=store, topics=topics, clock=clock
         )
         relay = OutboxRelay(
-            store, make_producer(bootstrap, max(1_048_576, settings.max_message_bytes * 2 + 65_536))
+            store,
+            make_producer(bootstrap, max(1_048_576, settings.max_message_bytes * 2 + 65_536)),
+            bootstrap=bootstrap,
         )
         hub.relay = relay
 

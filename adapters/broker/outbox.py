@@ -3,8 +3,14 @@
 Handlers never publish; they write outbound messages in the transaction that changed
 state. The relay sends pending rows in id order (per topic-partition order follows), with
 records sharing batches, and marks them published once the broker acknowledged them.
-A crash between acknowledgement and marking re-sends those rows with the same ce_id
-(at-least-once; consumers dedupe by ce_id).
+Effectively once: each acknowledged message's partition and offset are stored with its
+row. Before the first pass after start-up, and after any failed pass, the relay reads the
+destination topics from the last known offsets (or from just before the oldest pending
+row) and marks every pending row whose ce_id is already there as published, without
+sending it again. So a crash between the broker's acknowledgement and the marking, or a
+send that timed out after the broker took it, does not send a message twice; and a row
+is only ever marked after the broker holds it, so none is lost. (One relay per store;
+the embedded broker refuses the idempotent producer, so this cannot be left to Kafka.)
 """
 
 from __future__ import annotations
@@ -12,8 +18,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+from datetime import timedelta
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
 from adapters.logging import get_logger
@@ -22,6 +29,7 @@ from adapters.storage.store import OutboxRow, Store
 log = get_logger("schakel.outbox")
 
 BATCH_ROWS = 500
+RECONCILE_ROWS = 100_000
 IDLE_POLL_SECONDS = 1.0
 MAX_BACKOFF_SECONDS = 10.0
 
@@ -45,10 +53,12 @@ class OutboxRelay:
         store: Store,
         producer: AIOKafkaProducer,
         *,
+        bootstrap: str,
         on_published: Callable[[list[OutboxRow]], None] | None = None,
     ) -> None:
         self.store = store
         self.producer = producer
+        self.bootstrap = bootstrap
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -56,6 +66,8 @@ class OutboxRelay:
         self.published_total = 0
         # One publisher at a time: two passes over the same pending rows would send them twice.
         self._lock = asyncio.Lock()
+        self._reconciled = False
+        self.reconciled_total = 0
 
     def wake(self) -> None:
         self._wake.set()
@@ -84,6 +96,7 @@ class OutboxRelay:
                 sent = await self.publish_pending()
                 backoff = 0.1
             except (KafkaError, OSError) as exc:
+                self._reconciled = False  # some of it may have reached the broker after all
                 log.warning(
                     "outbox publish failed, will retry",
                     error=type(exc).__name__,
@@ -93,6 +106,7 @@ class OutboxRelay:
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
                 continue
             except Exception:
+                self._reconciled = False
                 log.exception("outbox relay error, will retry")
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
@@ -110,6 +124,9 @@ class OutboxRelay:
             return await self._publish_pending()
 
     async def _publish_pending(self) -> int:
+        if not self._reconciled:
+            await self._reconcile()
+            self._reconciled = True
         total = 0
         while True:
             rows = await asyncio.to_thread(self.store.pending_outbox, BATCH_ROWS)
@@ -129,7 +146,7 @@ class OutboxRelay:
                     failed.set_exception(exc)
                     futures.append(failed)
             results = await asyncio.gather(*futures, return_exceptions=True)
-            done: list[OutboxRow] = []
+            done: list[tuple[OutboxRow, object]] = []
             failure: BaseException | None = None
             for row, result in zip(rows, results, strict=True):
                 if isinstance(result, MessageSizeTooLargeError):
@@ -139,15 +156,110 @@ class OutboxRelay:
                         message_id=row.message.message_id,
                         topic=row.message.topic,
                     )
-                    done.append(row)
+                    done.append((row, None))
                 elif isinstance(result, BaseException):
                     failure = failure or result
+                    break  # keep per-partition order: what follows a failure waits for the retry
                 else:
-                    done.append(row)
-            await asyncio.to_thread(self.store.mark_published, [r.id for r in done])
+                    done.append((row, result))
+            sent = [
+                (r.id, getattr(res, "partition", None), getattr(res, "offset", None))
+                for r, res in done
+            ]
+            await asyncio.to_thread(self.store.mark_published, sent)
             total += len(done)
             self.published_total += len(done)
             if self._on_published is not None and done:
-                self._on_published(done)
+                self._on_published([r for r, _ in done])
             if failure is not None:
                 raise failure
+
+    async def _reconcile(self) -> None:
+        """Mark pending rows that are already on their topics as published (see module doc)."""
+        pending = await asyncio.to_thread(self.store.pending_outbox, RECONCILE_ROWS)
+        if not pending:
+            return
+        wanted = {row.message.message_id: row for row in pending}
+        topics = sorted({row.message.topic for row in pending})
+        known = await asyncio.to_thread(self.store.sent_positions, topics)
+        oldest = min(row.created_at for row in pending) - timedelta(minutes=5)
+        found = await _find_on_topics(
+            self.producer.client._bootstrap_servers, topics, known, oldest, set(wanted)
+        )
+        marked = [
+            (wanted[message_id].id, tp.partition, offset)
+            for message_id, (tp, offset) in found.items()
+        ]
+        if marked:
+            await asyncio.to_thread(self.store.mark_published, marked)
+            self.reconciled_total += len(marked)
+            log.warning(
+                "outbox: messages already on the broker were marked, not sent again",
+                messages=len(marked),
+                pending=len(pending),
+            )
+
+
+async def _find_on_topics(
+    bootstrap: str | list[str],
+    topics: list[str],
+    known: dict[tuple[str, int], int],
+    since: object,
+    wanted: set[str],
+) -> dict[str, tuple[TopicPartition, int]]:
+    """ce_id -> (partition, offset) for every wanted message found on the topics, reading
+    each partition from its last known offset (or from `since`) to its end."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=50,
+        client_id="schakel-outbox-check",
+    )
+    await consumer.start()
+    found: dict[str, tuple[TopicPartition, int]] = {}
+    try:
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in topics
+            for p in sorted(consumer.partitions_for_topic(topic) or [])
+        ]
+        if not partitions:
+            return found
+        consumer.assign(partitions)
+        ends = await consumer.end_offsets(partitions)
+        by_time = await consumer.offsets_for_times(
+            {tp: int(since.timestamp() * 1000) for tp in partitions}
+        )  # type: ignore[attr-defined]
+        for tp in partitions:
+            start = known.get((tp.topic, tp.partition))
+            if start is not None:
+                offset = start + 1
+            else:
+                hit = by_time.get(tp)
+                # None (Kafka) or timestamp -1 (embedded broker): nothing that recent
+                offset = ends[tp] if hit is None or hit.timestamp == -1 else hit.offset
+            consumer.seek(tp, offset)
+        open_partitions = set(partitions)
+        quiet: set[TopicPartition] = set()
+        while open_partitions:
+            batch = await consumer.getmany(*open_partitions, timeout_ms=300, max_records=2000)
+            for tp, records in batch.items():
+                for record in records:
+                    for key, value in record.headers:
+                        if key == "ce_id" and value is not None:
+                            ce_id = value.decode("utf-8", "replace")
+                            if ce_id in wanted:
+                                found[ce_id] = (tp, record.offset)
+            for tp in list(open_partitions):
+                if tp in batch:
+                    quiet.discard(tp)
+                    continue
+                if await consumer.position(tp) >= ends[tp]:
+                    # past the end offset and a quiet poll (the embedded broker's end
+                    # offsets can undercount a multi-record last batch)
+                    if tp in quiet:
+                        open_partitions.discard(tp)
+                    quiet.add(tp)
+    finally:
+        await consumer.stop()
+    return found

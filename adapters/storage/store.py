@@ -22,6 +22,7 @@ import orjson
 from sqlalchemy import (
     Connection,
     Engine,
+    bindparam,
     create_engine,
     delete,
     event,
@@ -75,6 +76,7 @@ def _headers_from_json(raw: str) -> tuple[tuple[str, bytes | None], ...]:
 def _outbox_row(r: Any) -> OutboxRow:
     return OutboxRow(
         id=r.id,
+        created_at=r.created_at,
         message=OutboundMessage(
             message_id=r.message_id,
             topic=r.topic,
@@ -103,6 +105,7 @@ def _registration_state(row: Any) -> RegistrationState:
 class OutboxRow:
     id: int
     message: OutboundMessage
+    created_at: datetime = datetime.min.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -656,12 +659,32 @@ class Store:
             ).all()
         return [_outbox_row(r) for r in rows]
 
-    def mark_published(self, ids: list[int]) -> None:
-        if not ids:
+    def mark_published(self, sent: list[tuple[int, int | None, int | None]]) -> None:
+        """(row id, partition, offset) of what the broker acknowledged."""
+        if not sent:
             return
         now = self._now()
         with self.engine.begin() as conn:
-            conn.execute(update(t.outbox).where(t.outbox.c.id.in_(ids)).values(published_at=now))
+            conn.execute(
+                update(t.outbox)
+                .where(t.outbox.c.id == bindparam("row_id"))
+                .values(
+                    published_at=now, sent_partition=bindparam("p"), sent_offset=bindparam("o")
+                ),
+                [{"row_id": i, "p": p, "o": o} for i, p, o in sent],
+            )
+
+    def sent_positions(self, topics: list[str]) -> dict[tuple[str, int], int]:
+        """The highest offset known to hold a message of ours, per topic-partition."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(
+                    t.outbox.c.topic, t.outbox.c.sent_partition, func.max(t.outbox.c.sent_offset)
+                )
+                .where(t.outbox.c.topic.in_(topics), t.outbox.c.sent_offset.is_not(None))
+                .group_by(t.outbox.c.topic, t.outbox.c.sent_partition)
+            ).all()
+        return {(topic, partition): int(offset) for topic, partition, offset in rows}
 
     # --- reads ---------------------------------------------------------------------
     def registration(self, registration_id: str) -> RegistrationView | None:

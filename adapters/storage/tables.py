@@ -157,6 +157,8 @@ outbox = Table(
     Column("headers", Text, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("published_at", UtcDateTime, nullable=True),
+    Column("sent_partition", Integer, nullable=True),
+    Column("sent_offset", BigInteger, nullable=True),
     UniqueConstraint("message_id", name="uq_outbox_message_id"),
     Index("ix_outbox_unpublished", "published_at", "id"),
 )

@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import signal
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
@@ -329,3 +332,80 @@ async def until(
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+SCHAKEL_RUN = [sys.executable, "-m", "services.cli", "run"]
+PROCESS_TIMEOUT = 30.0
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class HubProcess:
+    """`schakel run` as a child process. Its output is drained all the time (into its log
+    file and an in-memory list), so a chatty hub never blocks on a full pipe."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.env, self.log_path = env, log
+        log.write_bytes(b"")
+        self.proc: asyncio.subprocess.Process | None = None
+        self.lines: list[dict[str, Any]] = []
+        self._new_line = asyncio.Event()
+        self._reader: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            *SCHAKEL_RUN,
+            env=self.env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            cwd=ROOT,
+        )
+        self._reader = asyncio.create_task(self._drain())
+
+    async def _drain(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        with self.log_path.open("ab") as log:
+            while raw := await self.proc.stdout.readline():
+                log.write(raw)
+                log.flush()
+                try:
+                    self.lines.append(orjson.loads(raw))
+                except orjson.JSONDecodeError:
+                    continue
+                self._new_line.set()
+        self._new_line.set()
+
+    async def wait_for(self, **fields: Any) -> dict[str, Any]:
+        """Until a JSON log line of the process has all `fields`."""
+
+        async def wait() -> dict[str, Any]:
+            checked = 0
+            while True:
+                for line in self.lines[checked:]:
+                    if all(line.get(k) == v for k, v in fields.items()):
+                        return line
+                checked = len(self.lines)
+                if self._reader is not None and self._reader.done():
+                    raise AssertionError(
+                        f"hub exited ({self.proc.returncode if self.proc else None}); log in {self.log_path}"
+                    )
+                self._new_line.clear()
+                await self._new_line.wait()
+
+        return await asyncio.wait_for(wait(), PROCESS_TIMEOUT)
+
+    async def kill(self) -> None:
+        assert self.proc is not None
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.send_signal(signal.SIGKILL)
+        await asyncio.wait_for(self.proc.wait(), PROCESS_TIMEOUT)
+        if self._reader is not None:
+            await asyncio.wait_for(self._reader, PROCESS_TIMEOUT)
+
+    async def terminate(self) -> int:
+        assert self.proc is not None
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(self.proc.wait(), PROCESS_TIMEOUT)
+        if self._reader is not None:
+            await asyncio.wait_for(self._reader, PROCESS_TIMEOUT)
+        return self.proc.returncode or 0

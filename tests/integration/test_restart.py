@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import sys
 from pathlib import Path
-from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -18,63 +16,11 @@ from schemas import topics as names
 from services.demo.samples import DEMO_BSN, consent_resource, referral_bundle, to_bytes
 from services.settings import DEMO_PARTICIPANTS
 from tests.conftest import ARTIFACTS
-from tests.integration.helpers import TopicReader, unique_prefix
+from tests.integration.helpers import HubProcess, TopicReader, unique_prefix
 
 SCHAKEL = [sys.executable, "-m", "services.cli", "run"]
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 30.0
-
-
-class HubProcess:
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.env, self.log_path = env, log
-        log.write_bytes(b"")
-        self.proc: asyncio.subprocess.Process | None = None
-        self.lines: list[dict[str, Any]] = []
-
-    async def start(self) -> None:
-        self.proc = await asyncio.create_subprocess_exec(
-            *SCHAKEL,
-            env=self.env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            cwd=ROOT,
-        )
-
-    async def wait_for(self, **fields: Any) -> dict[str, Any]:
-        """Reads the process's JSON log lines until one has all `fields`."""
-        assert self.proc is not None and self.proc.stdout is not None
-
-        async def read() -> dict[str, Any]:
-            while True:
-                raw = await self.proc.stdout.readline()  # type: ignore[union-attr]
-                if not raw:
-                    raise AssertionError(
-                        f"hub exited ({self.proc.returncode}); log in {self.log_path}"
-                    )
-                with self.log_path.open("ab") as f:
-                    f.write(raw)
-                try:
-                    line = orjson.loads(raw)
-                except orjson.JSONDecodeError:
-                    continue
-                self.lines.append(line)
-                if all(line.get(k) == v for k, v in fields.items()):
-                    return line
-
-        return await asyncio.wait_for(read(), TIMEOUT)
-
-    async def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        await asyncio.wait_for(self.proc.wait(), TIMEOUT)
-
-    async def terminate(self) -> int:
-        assert self.proc is not None
-        if self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)
-            await asyncio.wait_for(self.proc.communicate(), TIMEOUT)
-        return self.proc.returncode or 0
 
 
 async def _committed(bootstrap: str, group: str, tp: TopicPartition) -> int | None:

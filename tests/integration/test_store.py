@@ -68,7 +68,7 @@ def test_outbox_keeps_one_copy_per_message_id_and_round_trips_bytes(store_url: s
     assert store.run(lambda tx: tx.add_outbox(message)) is False
     (row,) = store.pending_outbox()
     assert row.message == message
-    store.mark_published([row.id])
+    store.mark_published([(row.id, 0, 41)])
     assert store.pending_outbox() == []
     store.dispose()
 

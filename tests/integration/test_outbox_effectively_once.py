@@ -1,0 +1,73 @@
+"""The outbox relay sends each message once even when it crashed between the broker's
+acknowledgement and marking the row (issue #8)."""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from pathlib import Path
+
+from adapters.broker.admin import TopicSpec, ensure_topics
+from adapters.broker.client import Sender
+from adapters.broker.outbox import OutboxRelay, make_producer
+from adapters.storage.store import Store
+from schemas.messages import OutboundMessage
+from tests.integration.helpers import TopicReader
+
+
+async def test_acknowledged_but_unmarked_rows_are_not_sent_again(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    topic = f"t{uuid.uuid4().hex[:10]}.welfare.x.referrals"
+    await ensure_topics(kafka_bootstrap, [TopicSpec(topic, 3)])
+    store = Store(f"sqlite:///{tmp_path / 'outbox.db'}")
+    store.migrate()
+    messages = [
+        OutboundMessage(
+            f"id-{i}",
+            topic,
+            f"VERW-{i % 4}".encode(),
+            f"body {i}".encode(),
+            (("ce_id", f"id-{i}".encode()),),
+        )
+        for i in range(12)
+    ]
+    for message in messages:
+        store.run(lambda tx, m=message: tx.add_outbox(m))
+
+    first = OutboxRelay(store, make_producer(kafka_bootstrap, 1_048_576), bootstrap=kafka_bootstrap)
+    await first.producer.start()
+    await first.publish_pending()  # a normal pass: all sent, marked with their offsets
+    await first.producer.stop()
+    # Later messages: the broker took some, then the hub died before marking them.
+    later = [
+        OutboundMessage(
+            f"id-{i}",
+            topic,
+            f"VERW-{i % 4}".encode(),
+            f"body {i}".encode(),
+            (("ce_id", f"id-{i}".encode()),),
+        )
+        for i in range(12, 20)
+    ]
+    for message in later:
+        store.run(lambda tx, m=message: tx.add_outbox(m))
+    async with Sender(kafka_bootstrap) as sender:
+        for message in later[:5]:
+            await sender.send(topic, message.value, key=message.key, headers=message.headers)
+
+    restarted = OutboxRelay(
+        store, make_producer(kafka_bootstrap, 1_048_576), bootstrap=kafka_bootstrap
+    )
+    await restarted.producer.start()
+    sent = await restarted.publish_pending()
+    await restarted.producer.stop()
+    assert restarted.reconciled_total == 5, "found on the broker, marked, not re-sent"
+    assert sent == 3
+    assert store.pending_outbox() == []
+
+    async with TopicReader(kafka_bootstrap, topic) as reader:
+        on_topic = Counter(dict(r.headers)["ce_id"].decode() for r in await reader.everything())
+    assert set(on_topic) == {m.message_id for m in messages + later}, "none lost"
+    assert max(on_topic.values()) == 1, f"duplicates: {[k for k, v in on_topic.items() if v > 1]}"
+    store.dispose()
