@@ -149,8 +149,12 @@ def _run_stream() -> io.TextIOWrapper:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    import faulthandler
+    import signal
+
     from adapters.logging import configure_logging
 
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1` shows where a run hangs
     configure_logging("INFO", "json", stream=_run_stream())
 
 
