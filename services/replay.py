@@ -12,16 +12,15 @@ periods and contact terms as the live hub's timer would have.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import select
 
 from adapters.broker.consumer import inbound
+from adapters.broker.reading import PartitionReader, TopicPartition
 from adapters.storage import tables as t
 from adapters.storage.store import Store
 from schemas import topics as names
@@ -94,62 +93,6 @@ def replay_hub(live: Hub, into: Store, as_of: datetime) -> tuple[Hub, _RecordClo
     return hub, clock
 
 
-async def _starts(
-    consumer: AIOKafkaConsumer, partitions: list[TopicPartition], span: ReplayRange
-) -> dict[TopicPartition, int]:
-    ends = await consumer.end_offsets(partitions)
-    if span.since is not None:
-        found = await consumer.offsets_for_times(
-            {tp: int(span.since.timestamp() * 1000) for tp in partitions}
-        )
-        # Past the end the embedded broker answers (0, -1) where Kafka answers None: both mean "the end".
-        return {
-            tp: (ends[tp] if (o is None or o.timestamp == -1) else o.offset)
-            for tp, o in found.items()
-        }
-    if span.from_offset is not None:
-        return {tp: min(span.from_offset, ends[tp]) for tp in partitions}
-    return dict(await consumer.beginning_offsets(partitions))
-
-
-class _Partitions:
-    """One consumer over every chosen partition, read on demand per partition."""
-
-    def __init__(self, consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> None:
-        self.consumer = consumer
-        self.ends = ends
-        self.buffers: dict[TopicPartition, deque[Any]] = {tp: deque() for tp in ends}
-        self.exhausted: set[TopicPartition] = set()
-
-    async def fill(self, tp: TopicPartition) -> None:
-        batch = await self.consumer.getmany(tp, timeout_ms=300, max_records=CHUNK)
-        records = batch.get(tp, [])
-        self.buffers[tp].extend(records)
-        if not records and await self.consumer.position(tp) >= self.ends[tp]:
-            # past the end offset and nothing more came (the embedded broker's end offsets
-            # can undercount a multi-record last batch, so both must hold)
-            self.exhausted.add(tp)
-
-    async def take(self, tp: TopicPartition, offset: int) -> Any | None:
-        """The record at `offset`, or None when the topic no longer has it."""
-        buffer = self.buffers[tp]
-        while True:
-            while buffer and buffer[0].offset < offset:
-                buffer.popleft()
-            if buffer:
-                return buffer.popleft() if buffer[0].offset == offset else None
-            if tp in self.exhausted:
-                return None
-            await self.fill(tp)
-
-    async def rest(self, tp: TopicPartition) -> list[Any]:
-        while tp not in self.exhausted:
-            await self.fill(tp)
-        records = list(self.buffers[tp])
-        self.buffers[tp].clear()
-        return records
-
-
 async def read_topics(
     bootstrap: str,
     live: Hub,
@@ -160,28 +103,19 @@ async def read_topics(
     """Every chosen record in the order the live hub applied it (its processing log), then
     any record the live hub never applied, in timestamp order. Records the log names but
     the topic no longer holds are reported."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        enable_auto_commit=False,
-        fetch_max_wait_ms=50,
-        client_id="schakel-replay",
-    )
-    await consumer.start()
     counts = {name: 0 for name in span.topics}
     missing: list[str] = []
-    try:
-        partitions = [
-            TopicPartition(live.topics.name(name), p)
-            for name in span.topics
-            for p in sorted(consumer.partitions_for_topic(live.topics.name(name)) or [])
-        ]
-        consumer.assign(partitions)
-        starts = await _starts(consumer, partitions, span)
-        ends = await consumer.end_offsets(partitions)
-        for tp, offset in starts.items():
-            consumer.seek(tp, offset)
-        reader = _Partitions(consumer, ends)
-        total = sum(max(0, ends[tp] - starts[tp]) for tp in partitions)
+    async with PartitionReader(bootstrap, "schakel-replay") as reader:
+        partitions = reader.partitions(live.topics.name(name) for name in span.topics)
+        await reader.assign(partitions)
+        if span.since is not None:
+            starts = await reader.offsets_at(span.since)
+        elif span.from_offset is not None:
+            starts = {tp: min(span.from_offset, end) for tp, end in reader.ends.items()}
+        else:
+            starts = await reader.beginnings()
+        reader.seek(starts)
+        total = sum(max(0, reader.ends[tp] - starts[tp]) for tp in partitions)
         until_ms = int(span.until.timestamp() * 1000) if span.until else None
         done: dict[TopicPartition, int] = {}
         seen = 0
@@ -217,8 +151,6 @@ async def read_topics(
                 emit(record)
         if progress is not None:
             progress(seen, max(total, seen))
-    finally:
-        await consumer.stop()
     return counts, missing
 
 

@@ -18,11 +18,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
+from adapters.broker.reading import PartitionReader
 from adapters.logging import get_logger
 from adapters.storage.store import OutboxRow, Store
 
@@ -201,65 +202,33 @@ class OutboxRelay:
 
 
 async def _find_on_topics(
-    bootstrap: str | list[str],
+    bootstrap: str,
     topics: list[str],
     known: dict[tuple[str, int], int],
-    since: object,
+    since: datetime,
     wanted: set[str],
 ) -> dict[str, tuple[TopicPartition, int]]:
     """ce_id -> (partition, offset) for every wanted message found on the topics, reading
     each partition from its last known offset (or from `since`) to its end."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        enable_auto_commit=False,
-        fetch_max_wait_ms=50,
-        client_id="schakel-outbox-check",
-    )
-    await consumer.start()
     found: dict[str, tuple[TopicPartition, int]] = {}
-    try:
-        partitions = [
-            TopicPartition(topic, p)
-            for topic in topics
-            for p in sorted(consumer.partitions_for_topic(topic) or [])
-        ]
+    async with PartitionReader(bootstrap, "schakel-outbox-check") as reader:
+        partitions = reader.partitions(topics)
         if not partitions:
             return found
-        consumer.assign(partitions)
-        ends = await consumer.end_offsets(partitions)
-        by_time = await consumer.offsets_for_times(
-            {tp: int(since.timestamp() * 1000) for tp in partitions}
-        )  # type: ignore[attr-defined]
+        await reader.assign(partitions)
+        by_time = await reader.offsets_at(since)
+        starts = {
+            tp: known[(tp.topic, tp.partition)] + 1
+            if (tp.topic, tp.partition) in known
+            else by_time[tp]
+            for tp in partitions
+        }
+        reader.seek(starts)
         for tp in partitions:
-            start = known.get((tp.topic, tp.partition))
-            if start is not None:
-                offset = start + 1
-            else:
-                hit = by_time.get(tp)
-                # None (Kafka) or timestamp -1 (embedded broker): nothing that recent
-                offset = ends[tp] if hit is None or hit.timestamp == -1 else hit.offset
-            consumer.seek(tp, offset)
-        open_partitions = set(partitions)
-        quiet: set[TopicPartition] = set()
-        while open_partitions:
-            batch = await consumer.getmany(*open_partitions, timeout_ms=300, max_records=2000)
-            for tp, records in batch.items():
-                for record in records:
-                    for key, value in record.headers:
-                        if key == "ce_id" and value is not None:
-                            ce_id = value.decode("utf-8", "replace")
-                            if ce_id in wanted:
-                                found[ce_id] = (tp, record.offset)
-            for tp in list(open_partitions):
-                if tp in batch:
-                    quiet.discard(tp)
-                    continue
-                if await consumer.position(tp) >= ends[tp]:
-                    # past the end offset and a quiet poll (the embedded broker's end
-                    # offsets can undercount a multi-record last batch)
-                    if tp in quiet:
-                        open_partitions.discard(tp)
-                    quiet.add(tp)
-    finally:
-        await consumer.stop()
+            for record in await reader.rest(tp):
+                for key, value in record.headers:
+                    if key == "ce_id" and value is not None:
+                        ce_id = value.decode("utf-8", "replace")
+                        if ce_id in wanted:
+                            found[ce_id] = (tp, record.offset)
     return found

@@ -201,5 +201,18 @@ def consent_resource(
     return consent
 
 
+def fictional_bsn(i: int) -> str:
+    """The i-th number of the iWmo test range that passes the 11-proef (a fictional BSN)."""
+    from schemas.identifiers import bsn_valid
+
+    n, found = 999_900_006, -1
+    while True:
+        if bsn_valid(str(n)):
+            found += 1
+            if found == i:
+                return str(n)
+        n += 1
+
+
 def to_bytes(resource: dict[str, Any]) -> bytes:
     return orjson.dumps(resource)

@@ -18,7 +18,7 @@ from adapters.storage.store import Store
 from schemas import topics as names
 from schemas.feedback import WelfareFeedback
 from schemas.ids import message_id, release_id
-from services.demo.samples import consent_resource, referral_bundle, to_bytes
+from services.demo.samples import consent_resource, fictional_bsn, referral_bundle, to_bytes
 from services.domain.feedback import message_id_of
 from services.settings import DEMO_PARTICIPANTS
 from tests.conftest import ARTIFACTS
@@ -30,15 +30,7 @@ WELFARE, MUNICIPALITY, PRACTICE = "welzijn-hoogeveen", "gemeente-hoogeveen", "pr
 
 
 def _bsn(i: int) -> str:
-    from schemas.identifiers import bsn_valid
-
-    n, found = 999_900_006, -1
-    while True:
-        if bsn_valid(str(n)):
-            found += 1
-            if found == i:
-                return str(n)
-        n += 1
+    return fictional_bsn(i)
 
 
 def _revoked(store: Store) -> int:

@@ -18,7 +18,7 @@ from adapters.storage.store import Store
 from schemas import topics as names
 from schemas.registration import MessageDeadLettered, ReferralReceived, ReprocessIgnored
 from services.demo.journey import run_demo
-from services.demo.samples import consent_resource, referral_bundle, to_bytes
+from services.demo.samples import consent_resource, fictional_bsn, referral_bundle, to_bytes
 from services.replay import ReplayRange, compare, replay
 from services.settings import DEMO_PARTICIPANTS
 from tests.integration.helpers import (
@@ -60,16 +60,7 @@ async def _schakel(settings, *args: str) -> subprocess.CompletedProcess[str]:  #
 
 
 def _bsn(i: int) -> str:
-    """The i-th BSN of the test range that passes the 11-proef."""
-    from schemas.identifiers import bsn_valid
-
-    n, found = 999_900_006, -1
-    while True:
-        if bsn_valid(str(n)):
-            found += 1
-            if found == i:
-                return str(n)
-        n += 1
+    return fictional_bsn(i)
 
 
 async def _publish_history(bootstrap: str, prefix: str) -> tuple[int, int]:

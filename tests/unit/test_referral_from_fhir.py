@@ -192,7 +192,7 @@ def test_too_large_and_too_deep(participants: Participants) -> None:
     assert info.value.reason == "invalid-json"
 
 
-def test_production_refuses_test_range_bsn(participants: Participants) -> None:
+def test_production_refuses_fictional_bsn(participants: Participants) -> None:
     with pytest.raises(SchakelError) as info:
         _parse(referral_bundle(), participants, allow_test_bsn=False)
     assert info.value.reason == "invalid-bsn"

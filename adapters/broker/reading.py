@@ -1,0 +1,98 @@
+"""Reading topics to their end, for the replay and the relay's effectively-once check.
+
+"The end" needs care on the embedded broker: its ListOffsets answers the base offset of the
+last record batch plus one, so after a multi-record batch it undercounts. A partition is
+therefore done only when the consumer is past the end offset *and* a poll brought nothing
+new for it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+
+CHUNK = 500
+__all__ = ["PartitionReader", "TopicPartition"]
+
+
+class PartitionReader:
+    """One consumer (no group) over given partitions, read on demand per partition."""
+
+    def __init__(self, bootstrap: str, client_id: str) -> None:
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=50,
+            client_id=client_id,
+        )
+        self.ends: dict[TopicPartition, int] = {}
+        self.buffers: dict[TopicPartition, deque[ConsumerRecord[Any, Any]]] = {}
+        self.exhausted: set[TopicPartition] = set()
+
+    async def __aenter__(self) -> PartitionReader:
+        await self.consumer.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.consumer.stop()
+
+    def partitions(self, topics: Iterable[str]) -> list[TopicPartition]:
+        return [
+            TopicPartition(t, p)
+            for t in topics
+            for p in sorted(self.consumer.partitions_for_topic(t) or [])
+        ]
+
+    async def assign(self, partitions: list[TopicPartition]) -> None:
+        self.consumer.assign(partitions)
+        self.ends = await self.consumer.end_offsets(partitions)
+        self.buffers = {tp: deque() for tp in partitions}
+
+    async def beginnings(self) -> dict[TopicPartition, int]:
+        return dict(await self.consumer.beginning_offsets(list(self.ends)))
+
+    async def offsets_at(self, moment: datetime) -> dict[TopicPartition, int]:
+        """The first offset at or after `moment` per partition; the end when there is none
+        (Kafka answers None, the embedded broker (0, -1))."""
+        found = await self.consumer.offsets_for_times(
+            {tp: int(moment.timestamp() * 1000) for tp in self.ends}
+        )
+        return {
+            tp: (self.ends[tp] if (o is None or o.timestamp == -1) else o.offset)
+            for tp, o in found.items()
+        }
+
+    def seek(self, starts: dict[TopicPartition, int]) -> None:
+        for tp, offset in starts.items():
+            self.consumer.seek(tp, offset)
+
+    async def fill(self, tp: TopicPartition) -> None:
+        batch = await self.consumer.getmany(tp, timeout_ms=300, max_records=CHUNK)
+        records = batch.get(tp, [])
+        self.buffers[tp].extend(records)
+        if not records and await self.consumer.position(tp) >= self.ends[tp]:
+            self.exhausted.add(tp)
+
+    async def take(self, tp: TopicPartition, offset: int) -> ConsumerRecord[Any, Any] | None:
+        """The record at `offset`, or None when the partition no longer holds it."""
+        buffer = self.buffers[tp]
+        while True:
+            while buffer and buffer[0].offset < offset:
+                buffer.popleft()
+            if buffer:
+                return buffer.popleft() if buffer[0].offset == offset else None
+            if tp in self.exhausted:
+                return None
+            await self.fill(tp)
+
+    async def rest(self, tp: TopicPartition) -> list[ConsumerRecord[Any, Any]]:
+        """Everything from the current position to the end."""
+        while tp not in self.exhausted:
+            await self.fill(tp)
+        records = list(self.buffers[tp])
+        self.buffers[tp].clear()
+        return records
