@@ -73,6 +73,15 @@ def _headers_from_json(raw: str) -> tuple[tuple[str, bytes | None], ...]:
     return tuple((k, None if v is None else base64.b64decode(v)) for k, v in orjson.loads(raw))
 
 
+def timeline_rows(conn: Connection, registration_id: str) -> list[Any]:
+    """A registration's status changes, oldest first (shared by the store and its views)."""
+    return conn.execute(
+        select(t.registration_events)
+        .where(t.registration_events.c.registration_id == registration_id)
+        .order_by(t.registration_events.c.id)
+    ).all()
+
+
 def _outbox_row(r: Any) -> OutboxRow:
     return OutboxRow(
         id=r.id,
@@ -694,11 +703,7 @@ class Store:
             ).first()
             if row is None:
                 return None
-            events = conn.execute(
-                select(t.registration_events)
-                .where(t.registration_events.c.registration_id == registration_id)
-                .order_by(t.registration_events.c.id)
-            ).all()
+            events = timeline_rows(conn, registration_id)
         return RegistrationView(
             registration_id=row.registration_id,
             referral_id=row.referral_id,

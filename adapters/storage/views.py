@@ -16,7 +16,7 @@ import orjson
 from sqlalchemy import Select, and_, exists, select, true
 
 from adapters.storage import tables as t
-from adapters.storage.store import Store
+from adapters.storage.store import Store, timeline_rows
 from schemas.access import (
     DeadLetterSummary,
     RegistrationDetail,
@@ -121,11 +121,7 @@ class Views:
             ).first()
             if row is None:
                 return None
-            events = conn.execute(
-                select(t.registration_events)
-                .where(t.registration_events.c.registration_id == registration_id)
-                .order_by(t.registration_events.c.id)
-            ).all()
+            events = timeline_rows(conn, registration_id)
             referral_ids = [
                 r.referral_id
                 for r in conn.execute(
