@@ -15,7 +15,7 @@ import orjson
 import typer
 from rich.console import Console
 
-from adapters.broker.admin import BrokerError
+from adapters.broker.admin import BrokerError, TopicReport
 from adapters.logging import configure_logging, get_logger
 from adapters.redaction import redact
 from schemas import topics as names
@@ -79,6 +79,44 @@ def run() -> None:
         asyncio.run(main())
     except (ConfigurationError, BrokerError) as exc:
         raise _fail(str(exc)) from None
+
+
+@app.command()
+def init() -> None:
+    """Create every topic (fixed and per participant) on KAFKA_BOOTSTRAP_SERVERS and migrate
+    the store, then exit: the one-shot step before the hubs start. Idempotent."""
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_format)
+    if not settings.kafka_bootstrap_servers:
+        raise _fail(
+            "KAFKA_BOOTSTRAP_SERVERS is not set: init creates the topics on a running broker"
+        )
+    from adapters.broker.admin import cluster_info, ensure_topics
+    from services.hub import topic_specs
+
+    hub = _offline_hub(settings)  # validates the participants file and migrates the store
+    hub.store.dispose()
+    bootstrap = settings.kafka_bootstrap_servers
+    specs = topic_specs(settings, hub.participants, hub.topics)
+
+    async def create() -> TopicReport:
+        await cluster_info(bootstrap)
+        return await ensure_topics(bootstrap, specs)
+
+    try:
+        report = asyncio.run(create())
+    except BrokerError as exc:
+        raise _fail(str(exc)) from None
+    for name in report.created:
+        console.print(f"created {name}")
+    for name, wanted, actual in report.partition_mismatch:
+        err.print(
+            f"[yellow]warning[/]: {name} has {actual} partitions, not {wanted}; it is kept as it is"
+        )
+    console.print(
+        f"{len(specs)} topics ready ({len(report.created)} created, "
+        f"{len(report.existing)} already there); store {hub.store.dialect} migrated"
+    )
 
 
 @app.command()
