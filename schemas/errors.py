@@ -75,5 +75,12 @@ class InternalError(SchakelError):
     reason = "internal-error"
 
 
+class StoreRejectedError(SchakelError):
+    """The store refused one message's changes again and again while it answered for
+    everything else (a constraint or data error): dead-lettered after bounded retries."""
+
+    reason = "store-rejected"
+
+
 class ConfigurationError(Exception):
     """Bad settings or participants file: the hub refuses to start."""

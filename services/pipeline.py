@@ -4,9 +4,17 @@ For one polled batch: `prepare` each record (parse, validate, route: CPU only, n
 then apply all of them in one store transaction, each record in its own savepoint. A
 record that fails with a `SchakelError` (bad input), or with an unexpected error (a bug),
 becomes a dead letter in that same transaction, so a poison message never blocks its
-partition and nothing is dropped. Store failures abort the batch; it is retried with
-bounded exponential backoff and, if the store stays down, re-delivered by the broker
-(the offsets are committed only after the transaction).
+partition and nothing is dropped.
+
+Store failures abort the batch; it is retried with bounded exponential backoff. Then:
+- the store does not answer (an outage): the batch goes back to the broker (offsets are
+  committed only after the transaction) and is re-delivered, again with backoff, until the
+  store is back. Nothing is dead-lettered: the messages are not at fault, and the dead
+  letter itself is written through the store.
+- the store answers, yet the batch keeps failing: some record is poison for the store
+  (a constraint or data error). The records are applied one by one, each with its own
+  bounded retries; one that still fails becomes a dead letter `store-rejected`, and the
+  others go through.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ from adapters.broker.dead_letter import dead_letter
 from adapters.logging import get_logger
 from adapters.redaction import redact
 from adapters.storage.store import Tx
-from schemas.errors import InternalError, SchakelError
+from schemas.errors import InternalError, SchakelError, StoreRejectedError
 from schemas.messages import InboundRecord
 from schemas.registration import HubEvent, MessageDeadLettered, ReprocessIgnored
 from schemas.topics import Header
@@ -35,6 +43,7 @@ log = get_logger("schakel.pipeline")
 STORE_ATTEMPTS = 6
 STORE_BACKOFF_START = 0.2
 STORE_BACKOFF_MAX = 5.0
+SINGLE_ATTEMPTS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,23 +141,59 @@ class BatchPipeline(Generic[P]):
     def process(self, records: list[InboundRecord]) -> list[HubEvent]:
         """Blocking; run it in a worker thread."""
         work = [(r, self._prepared(r)) for r in records]
+        try:
+            return self._with_backoff(work, STORE_ATTEMPTS)
+        except DBAPIError:
+            if not self._store_answers():
+                raise  # an outage: the broker re-delivers the batch
+            if len(work) == 1:
+                return self._store_rejected(work[0][0])
+        # The store answers, yet the batch fails: find the record it refuses.
+        log.warning("store refuses a batch it can reach; applying its records one by one")
+        events: list[HubEvent] = []
+        for item in work:
+            try:
+                events.extend(self._with_backoff([item], SINGLE_ATTEMPTS))
+            except DBAPIError:
+                if not self._store_answers():
+                    raise
+                events.extend(self._store_rejected(item[0]))
+        return events
+
+    def _with_backoff(
+        self, work: list[tuple[InboundRecord, P | Failed]], attempts: int
+    ) -> list[HubEvent]:
         delay = STORE_BACKOFF_START
-        for attempt in range(1, STORE_ATTEMPTS + 1):
+        for attempt in range(1, attempts + 1):
             try:
                 return self.hub.store.run(lambda tx: self._transaction(tx, work))
             except DBAPIError as exc:
-                if attempt == STORE_ATTEMPTS:
+                if attempt == attempts:
                     raise
                 log.warning(
-                    "store unavailable, retrying batch",
+                    "store failed, retrying batch",
                     error=type(exc).__name__,
                     attempt=attempt,
                     retry_in_s=delay,
-                    records=len(records),
+                    records=len(work),
                 )
                 time.sleep(delay)
                 delay = min(delay * 2, STORE_BACKOFF_MAX)
         raise AssertionError("unreachable")
+
+    def _store_answers(self) -> bool:
+        try:
+            self.hub.store.ping()
+        except Exception:  # noqa: BLE001 - any failure means "not answering"
+            return False
+        return True
+
+    def _store_rejected(self, record: InboundRecord) -> list[HubEvent]:
+        error = StoreRejectedError(
+            f"the store refused this message's changes {SINGLE_ATTEMPTS} times "
+            "while it accepted others"
+        )
+        return self.hub.store.run(lambda tx: [self._dead_letter(tx, record, error)])
 
     async def handle(self, records: list[InboundRecord]) -> list[HubEvent]:
         if not records:

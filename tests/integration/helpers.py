@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import os
 import signal
 import sys
 import uuid
@@ -337,6 +338,24 @@ async def until(
 SCHAKEL_RUN = [sys.executable, "-m", "services.cli", "run"]
 PROCESS_TIMEOUT = 30.0
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def process_env(bootstrap: str, database_url: str, prefix: str) -> dict[str, str]:
+    """Environment for a `schakel run` process on an external broker, with small batches
+    (many commits, so a kill or SIGTERM finds work in hand) and no HTTP server."""
+    return {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "SCHAKEL_DATABASE_URL": database_url,
+        "SCHAKEL_TOPIC_PREFIX": prefix,
+        "SCHAKEL_PARTICIPANTS": str(DEMO_PARTICIPANTS),
+        "SCHAKEL_TOPIC_PARTITIONS": "3",
+        "SCHAKEL_LOG_FORMAT": "json",
+        "SCHAKEL_HTTP_ENABLED": "false",
+        "SCHAKEL_INTAKE_MAX_RECORDS": "20",
+        "SCHAKEL_CONSENT_MAX_RECORDS": "20",
+        "SCHAKEL_FEEDBACK_MAX_RECORDS": "20",
+    }
 
 
 class HubProcess:

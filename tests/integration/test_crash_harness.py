@@ -20,9 +20,8 @@ from schemas.feedback import WelfareFeedback
 from schemas.ids import message_id, release_id
 from services.demo.samples import consent_resource, fictional_bsn, referral_bundle, to_bytes
 from services.domain.feedback import message_id_of
-from services.settings import DEMO_PARTICIPANTS
 from tests.conftest import ARTIFACTS
-from tests.integration.helpers import HubProcess, TopicReader, unique_prefix, until
+from tests.integration.helpers import HubProcess, TopicReader, process_env, unique_prefix, until
 
 KILLS_PER_PHASE = 11
 REFERRALS = 150
@@ -67,19 +66,7 @@ async def test_random_sigkills_lose_and_duplicate_nothing(
     rng = random.Random(seed)
     prefix = unique_prefix()
     db = f"sqlite:///{tmp_path / 'hub.db'}"
-    env = {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "SCHAKEL_DATABASE_URL": db,
-        "SCHAKEL_TOPIC_PREFIX": prefix,
-        "SCHAKEL_PARTICIPANTS": str(DEMO_PARTICIPANTS),
-        "SCHAKEL_TOPIC_PARTITIONS": "3",
-        "SCHAKEL_LOG_FORMAT": "json",
-        "SCHAKEL_HTTP_ENABLED": "false",
-        "SCHAKEL_INTAKE_MAX_RECORDS": "20",  # small batches: many commits to kill between
-        "SCHAKEL_CONSENT_MAX_RECORDS": "20",
-        "SCHAKEL_FEEDBACK_MAX_RECORDS": "20",
-    }
+    env = process_env(kafka_bootstrap, db, prefix)
     expected: dict[str, set[str]] = {WELFARE: set(), MUNICIPALITY: set(), PRACTICE: set()}
     registered = set()
     async with Sender(kafka_bootstrap) as sender:
