@@ -25,6 +25,11 @@ FIXED_TOPICS = (
 )
 
 
+# The hub's own marker (an extension of CONTRACT §2; nobody else reads or writes it): one
+# record written at start-up. The broker losing it means the broker lost its state.
+HUB_EPOCH = "hub-epoch"
+
+
 def welfare_referrals(participant_id: str) -> str:
     """Released referrals (and revoke/update notices) for one welfare organisation."""
     return f"welfare.{participant_id}.referrals"
@@ -72,6 +77,10 @@ class Topics:
     @property
     def audit(self) -> str:
         return self.name(AUDIT)
+
+    @property
+    def hub_epoch(self) -> str:
+        return self.name(HUB_EPOCH)
 
     def welfare_referrals(self, participant_id: str) -> str:
         return self.name(welfare_referrals(participant_id))

@@ -21,9 +21,10 @@ from adapters.broker.client import Sender
 from adapters.broker.consumer import AssignmentTracker, ConsumerTuning
 from adapters.broker.embedded import EmbeddedBroker
 from adapters.broker.outbox import OutboxRelay, make_producer
+from adapters.broker.watch import BrokerWatch
 from adapters.logging import get_logger
 from adapters.participants import load_participants
-from adapters.storage.store import Store
+from adapters.storage.store import BrokerLoss, Store
 from adapters.storage.views import Views
 from schemas import topics as topic_names
 from schemas.messages import Headers
@@ -55,7 +56,8 @@ def topic_specs(
             names.append(topics.his_feedback(p.id))
         elif p.kind == "municipality" and p.cbs_code:
             names.append(topics.wmo_registrations(p.cbs_code))
-    return [TopicSpec(n, settings.topic_partitions, settings.replication_factor) for n in names]
+    specs = [TopicSpec(n, settings.topic_partitions, settings.replication_factor) for n in names]
+    return [*specs, TopicSpec(topics.hub_epoch, 1, settings.replication_factor)]
 
 
 def load_configured_participants(settings: HubSettings) -> Participants:
@@ -78,9 +80,14 @@ class RunningHub:
     relay: OutboxRelay
     trackers: list[AssignmentTracker]
     ticker: Ticker
+    tuning: ConsumerTuning
+    specs: list[TopicSpec]
     embedded: EmbeddedBroker | None = None
     http: HttpServer | None = None
     sender: Sender | None = None
+    watch: BrokerWatch | None = None
+    losses: list[BrokerLoss] = field(default_factory=list)
+    """What each recovery from a broker's loss found (also logged)."""
     _stopped: bool = field(default=False, repr=False)
 
     @property
@@ -95,6 +102,8 @@ class RunningHub:
         if self._stopped:
             return
         self._stopped = True
+        if self.watch is not None:
+            await self.watch.stop()
         if self.http is not None:
             await self.http.stop()
         await self.ticker.stop()
@@ -108,6 +117,58 @@ class RunningHub:
         if self.embedded is not None:
             self.embedded.stop()
         log.info("hub stopped")
+
+    async def recover_from_broker_loss(self, last_good: datetime) -> None:
+        """The broker lost every topic, record and offset (see adapters/broker/watch.py):
+        stop the consumers, create the topics again, hand the outbox what may not have
+        reached the old broker, say what cannot be recovered, and rejoin."""
+        async with self.relay.paused():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.broker.stop(), 15)
+            report = await ensure_topics(self.bootstrap, self.specs)
+            for name, wanted, actual in report.partition_mismatch:
+                log.warning(
+                    "topic came back with another partition count (a client re-created it "
+                    "before the hub did); keeping it",
+                    topic=name,
+                    wanted=wanted,
+                    actual=actual,
+                )
+            loss = await asyncio.to_thread(self.hub.store.broker_lost, last_good)
+            self.losses.append(loss)
+            for lost in loss.lost:
+                log.error(
+                    "lost with the broker: messages the hub had published are no longer on "
+                    "it; recipients that had not read them yet have not got them. "
+                    "`schakel outbox requeue --since FIRST_PUBLISHED --topic TOPIC` sends "
+                    "them again (same ce_id)",
+                    topic=lost.topic,
+                    messages=lost.messages,
+                    first_published=lost.first_published.isoformat(),
+                    last_published=lost.last_published.isoformat(),
+                )
+            for topic, count in sorted(loss.requeued.items()):
+                log.warning(
+                    "published after the broker was last seen intact: sent again unless the "
+                    "new broker holds it",
+                    topic=topic,
+                    messages=count,
+                )
+            log.error(
+                "records on the inbound topics that the hub had not read yet are gone with "
+                "the broker and cannot be known to the hub; their senders must send them "
+                "again (what the hub already has is recognised and changes nothing)"
+            )
+            await self.relay.replace_producer(_producer(self.hub.settings, self.bootstrap))
+            self.broker, self.trackers = _consumers(self.hub, self.bootstrap, self.tuning)
+            await _start_concurrently(self.broker)
+        await self.wait_assigned()
+        log.warning(
+            "recovered from the broker's loss: topics re-created, consumers joined",
+            topics_created=len(report.created),
+            lost_messages=sum(lost.messages for lost in loss.lost),
+            resent_messages=sum(loss.requeued.values()),
+        )
 
 
 async def _start_concurrently(broker: KafkaBroker) -> None:
@@ -143,7 +204,8 @@ async def start_hub(
     try:
         cluster = await cluster_info(bootstrap)
         topics = Topics(settings.topic_prefix)
-        report = await ensure_topics(bootstrap, topic_specs(settings, participants, topics))
+        specs = topic_specs(settings, participants, topics)
+        report = await ensure_topics(bootstrap, specs)
         for name, wanted, actual in report.partition_mismatch:
             log.warning(
                 "topic has another partition count than configured; keeping it",
@@ -163,11 +225,7 @@ async def start_hub(
         hub = Hub(
             settings=settings, participants=participants, store=store, topics=topics, clock=clock
         )
-        relay = OutboxRelay(
-            store,
-            make_producer(bootstrap, max(1_048_576, settings.max_message_bytes * 2 + 65_536)),
-            bootstrap=bootstrap,
-        )
+        relay = OutboxRelay(store, _producer(settings, bootstrap), bootstrap=bootstrap)
         hub.relay = relay
 
         tuning = ConsumerTuning.choose(
@@ -177,23 +235,18 @@ async def start_hub(
             fetch_max_wait_ms=settings.fetch_max_wait_ms,
             max_message_bytes=settings.max_message_bytes,
         )
-        trackers = [
-            AssignmentTracker(n)
-            for n in ("intake", "consent-granted", "consent-withdrawn", "feedback")
-        ]
-        broker = KafkaBroker(
-            bootstrap,
-            client_id="schakel-hub",
-            logger=logging.getLogger("schakel.faststream"),
-            log_level=logging.DEBUG,
-        )
-        broker.include_router(intake_router(hub, tuning, trackers[0]))
-        broker.include_router(consent_router(hub, tuning, trackers[1], trackers[2]))
-        broker.include_router(feedback_router(hub, tuning, trackers[3]))
+        broker, trackers = _consumers(hub, bootstrap, tuning)
         await relay.start()
         cleanup.append(relay.stop)
         cleanup.append(broker.stop)
         await _start_concurrently(broker)
+        watch = BrokerWatch(
+            bootstrap,
+            topics.hub_epoch,
+            interval_seconds=settings.broker_watch_seconds,
+            embedded=embedded,
+        )
+        await watch.mark()
         ticker = Ticker(hub, TimerSettings().interval_seconds)
         ticker.start()
         cleanup.append(ticker.stop)
@@ -223,9 +276,48 @@ async def start_hub(
         participants=len(participants.by_id),
         embedded=embedded is not None,
     )
-    return RunningHub(
-        hub, bootstrap, cluster, report, broker, relay, trackers, ticker, embedded, http, sender
+    running = RunningHub(
+        hub,
+        bootstrap,
+        cluster,
+        report,
+        broker,
+        relay,
+        trackers,
+        ticker,
+        tuning,
+        specs,
+        embedded,
+        http,
+        sender,
+        watch,
     )
+    watch.on_lost = running.recover_from_broker_loss
+    watch.start()
+    return running
+
+
+def _producer(settings: HubSettings, bootstrap: str):  # type: ignore[no-untyped-def]
+    return make_producer(bootstrap, max(1_048_576, settings.max_message_bytes * 2 + 65_536))
+
+
+def _consumers(
+    hub: Hub, bootstrap: str, tuning: ConsumerTuning
+) -> tuple[KafkaBroker, list[AssignmentTracker]]:
+    """The FastStream broker with every service's subscribers (not started)."""
+    trackers = [
+        AssignmentTracker(n) for n in ("intake", "consent-granted", "consent-withdrawn", "feedback")
+    ]
+    broker = KafkaBroker(
+        bootstrap,
+        client_id="schakel-hub",
+        logger=logging.getLogger("schakel.faststream"),
+        log_level=logging.DEBUG,
+    )
+    broker.include_router(intake_router(hub, tuning, trackers[0]))
+    broker.include_router(consent_router(hub, tuning, trackers[1], trackers[2]))
+    broker.include_router(feedback_router(hub, tuning, trackers[3]))
+    return broker, trackers
 
 
 def _api_context(hub: Hub, bootstrap: str, sender: Sender) -> ApiContext:

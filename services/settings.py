@@ -52,6 +52,11 @@ class HubSettings(BaseSettings):
     )
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"
+    broker_watch_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        description="how often to check that the broker kept its state (0: never)",
+    )
     embedded_broker_port: int | None = None
     embedded_broker_log_dir: Path | None = None
 

@@ -134,6 +134,19 @@ class EmbeddedBroker:
             f"tansu did not listen on {self.host}:{self.port} within {READY_TIMEOUT_SECONDS:.0f} s"
         )
 
+    @property
+    def exited(self) -> bool:
+        """The process we started has ended (crashed or killed)."""
+        return self.proc is not None and self.proc.poll() is not None
+
+    def restart(self) -> str:
+        """Start again on the same port (clients reconnect to the same address). The new
+        broker holds nothing: no topic, record or offset survives (BROKER.md §1)."""
+        if self.port is not None:
+            self._wanted_port = self.port
+        self.stop()
+        return self.start()
+
     def stop(self) -> None:
         """Stops our own process only, by its PID."""
         proc, self.proc = self.proc, None

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 
 from aiokafka import AIOKafkaProducer, TopicPartition
@@ -89,6 +89,22 @@ class OutboxRelay:
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
         await self.producer.stop()
+
+    @contextlib.asynccontextmanager
+    async def paused(self) -> AsyncIterator[None]:
+        """No pass runs inside (used while recovering from a broker that lost its state)."""
+        async with self._lock:
+            yield
+
+    async def replace_producer(self, producer: AIOKafkaProducer) -> None:
+        """A fresh producer (no metadata cached from a broker that is gone); the next pass
+        checks the topics before it sends. Call inside `paused()`."""
+        old, self.producer = self.producer, producer
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(old.stop(), 5)
+        await producer.start()
+        self._reconciled = False
+        self._wake.set()
 
     async def _run(self) -> None:
         backoff = 0.1

@@ -616,6 +616,20 @@ class Tx:
             yield
 
 
+@dataclass(frozen=True)
+class LostOnTopic:
+    topic: str
+    messages: int
+    first_published: datetime
+    last_published: datetime
+
+
+@dataclass(frozen=True)
+class BrokerLoss:
+    lost: tuple[LostOnTopic, ...]
+    requeued: dict[str, int]
+
+
 class Store:
     def __init__(self, url: str, *, now: Callable[[], datetime] | None = None) -> None:
         self.url = normalise_url(url)
@@ -694,6 +708,53 @@ class Store:
                 .group_by(t.outbox.c.topic, t.outbox.c.sent_partition)
             ).all()
         return {(topic, partition): int(offset) for topic, partition, offset in rows}
+
+    def broker_lost(self, last_good: datetime) -> BrokerLoss:
+        """After the broker lost its state: rows published since `last_good` (the last moment
+        it was known to hold its state) go back to pending, since their acknowledgements may
+        have come from the new, empty broker for topics it no longer had; rows published
+        before are reported as lost with the broker. Every stored partition and offset
+        belongs to the old broker and is forgotten, so the relay's check reads the new topics
+        by time."""
+        summary = (
+            select(
+                t.outbox.c.topic,
+                func.count(),
+                func.min(t.outbox.c.published_at),
+                func.max(t.outbox.c.published_at),
+            )
+            .where(t.outbox.c.published_at.is_not(None))
+            .group_by(t.outbox.c.topic)
+        )
+        with self.engine.begin() as conn:
+            lost = conn.execute(summary.where(t.outbox.c.published_at < last_good)).all()
+            requeued = conn.execute(summary.where(t.outbox.c.published_at >= last_good)).all()
+            conn.execute(
+                update(t.outbox)
+                .where(t.outbox.c.published_at >= last_good)
+                .values(published_at=None)
+            )
+            conn.execute(
+                update(t.outbox)
+                .where(t.outbox.c.sent_offset.is_not(None))
+                .values(sent_partition=None, sent_offset=None)
+            )
+        return BrokerLoss(
+            lost=tuple(LostOnTopic(r[0], int(r[1]), r[2], r[3]) for r in lost),
+            requeued={r[0]: int(r[1]) for r in requeued},
+        )
+
+    def requeue_published(self, since: datetime, topic: str | None = None) -> int:
+        """`schakel outbox requeue`: rows published since `since` are sent again (same
+        ce_id)."""
+        query = update(t.outbox).where(t.outbox.c.published_at >= since)
+        if topic is not None:
+            query = query.where(t.outbox.c.topic == topic)
+        with self.engine.begin() as conn:
+            count = conn.execute(
+                query.values(published_at=None, sent_partition=None, sent_offset=None)
+            ).rowcount
+        return int(count or 0)
 
     # --- reads ---------------------------------------------------------------------
     def registration(self, registration_id: str) -> RegistrationView | None:

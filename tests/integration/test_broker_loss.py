@@ -1,0 +1,99 @@
+"""The embedded broker loses everything when it restarts (BROKER.md §1). The hub notices,
+re-creates its topics, rejoins, hands the outbox what may not have reached the old broker,
+and reports what cannot be recovered (issue #8)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from adapters.storage.store import Store
+from schemas.messages import OutboundMessage
+from services.demo.samples import fictional_bsn
+from services.hub import start_hub
+from services.settings import DEMO_PARTICIPANTS, HubSettings
+from tests.integration.helpers import TopicReader, send_consent, send_referral, until
+
+WELFARE = "welzijn-hoogeveen"
+
+
+async def test_the_hub_recovers_when_its_embedded_broker_dies(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'hub.db'}"
+    settings = HubSettings(
+        kafka_bootstrap_servers=None,  # the hub starts (and owns) the embedded broker
+        database_url=db,
+        participants=DEMO_PARTICIPANTS,
+        topic_partitions=3,
+        http_enabled=False,
+        broker_watch_seconds=0.3,
+        embedded_broker_log_dir=tmp_path,
+    )
+    running = await start_hub(settings)
+    try:
+        await running.wait_assigned(30)
+        store = running.hub.store
+        welfare_topic = running.hub.topics.welfare_referrals(WELFARE)
+        await send_referral(running, "VERW-L-1", bsn=fictional_bsn(1))
+        await send_consent(running, "c-L-1", "VERW-L-1", bsn=fictional_bsn(1))
+        await until(
+            lambda: store.count("releases") == 1 and not store.pending_outbox(1),
+            what="the first release, published",
+        )
+        first_port = running.embedded.port  # type: ignore[union-attr]
+        # let the watch see the broker intact after that publication, then kill it
+        seen = running.watch.last_good  # type: ignore[union-attr]
+        await until(lambda: running.watch.last_good > seen, what="a check after publishing")  # type: ignore[union-attr]
+        running.embedded.proc.kill()  # type: ignore[union-attr]
+
+        await until(lambda: running.watch.recoveries == 1, timeout=60, what="a recovery")  # type: ignore[union-attr]
+        assert running.embedded.port == first_port  # type: ignore[union-attr]
+        assert not running.embedded.exited  # type: ignore[union-attr]
+        [loss] = running.losses
+        lost = {entry.topic: entry.messages for entry in loss.lost}
+        assert lost[welfare_topic] == 1  # the first release is gone with the old broker
+        assert loss.requeued == {}  # nothing was published after the last intact check
+
+        # the hub works on the new broker: topics exist again, the consumers joined
+        await send_referral(running, "VERW-L-2", bsn=fictional_bsn(2))
+        await send_consent(running, "c-L-2", "VERW-L-2", bsn=fictional_bsn(2))
+        await until(
+            lambda: store.count("releases") == 2 and not store.pending_outbox(1),
+            timeout=30,
+            what="the second release, published",
+        )
+        async with TopicReader(running.bootstrap, welfare_topic) as reader:
+            records = await reader.everything()
+        assert [r.key for r in records] == [b"VERW-L-2"]
+    finally:
+        await running.stop()
+
+
+def test_broker_loss_resends_what_may_have_gone_to_the_new_broker(tmp_path: Path) -> None:
+    """Acknowledgements after the last intact check may have come from the new, empty
+    broker for topics it no longer had: those rows go back to the relay; older ones are
+    reported lost; every stored offset (of the old broker) is forgotten."""
+    now = [datetime(2026, 12, 1, 10, 0, tzinfo=UTC)]
+    store = Store(f"sqlite:///{tmp_path / 'hub.db'}", now=lambda: now[0])
+    store.migrate()
+    for i in range(4):
+        store.run(
+            lambda tx, i=i: tx.add_outbox(
+                OutboundMessage(f"m-{i}", "welfare.x.referrals", b"k", b"v", ())
+            )
+        )
+    rows = store.pending_outbox(10)
+    for minute, row in enumerate(rows):
+        now[0] = datetime(2026, 12, 1, 10, minute, tzinfo=UTC)
+        store.mark_published([(row.id, 0, minute)])
+    last_good = datetime(2026, 12, 1, 10, 2, tzinfo=UTC)
+
+    loss = store.broker_lost(last_good)
+
+    [lost] = loss.lost
+    assert (lost.topic, lost.messages) == ("welfare.x.referrals", 2)
+    assert lost.first_published.replace(tzinfo=UTC) == datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
+    assert loss.requeued == {"welfare.x.referrals": 2}
+    assert [r.message.message_id for r in store.pending_outbox(10)] == ["m-2", "m-3"]
+    assert store.sent_positions(["welfare.x.referrals"]) == {}
+    assert store.requeue_published(last_good - timedelta(hours=1)) == 2
+    store.dispose()
