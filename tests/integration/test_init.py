@@ -32,6 +32,7 @@ DEMO_TOPICS = {
     "wmo.0118.registrations",
     "wmo.1690.registrations",
 }
+MARKER = {"hub-epoch": 1}  # the hub's own marker topic, one partition (README Design)
 
 NEW_WELFARE = """
 [[participant]]
@@ -87,9 +88,9 @@ async def test_init_creates_every_topic_and_migrates_the_store(
     assert first.returncode == 0, first.stdout + first.stderr
     dialect = "postgresql" if store_url.startswith("postgresql") else "sqlite"
     assert (
-        f"12 topics ready (12 created, 0 already there); store {dialect} migrated" in first.stdout
+        f"13 topics ready (13 created, 0 already there); store {dialect} migrated" in first.stdout
     )
-    assert await _topics(kafka_bootstrap, prefix) == dict.fromkeys(DEMO_TOPICS, 2)
+    assert await _topics(kafka_bootstrap, prefix) == dict.fromkeys(DEMO_TOPICS, 2) | MARKER
 
     engine = sqlalchemy.create_engine(store_url.replace("postgresql://", "postgresql+psycopg://"))
     try:
@@ -100,16 +101,17 @@ async def test_init_creates_every_topic_and_migrates_the_store(
 
     again = _init(kafka_bootstrap, store_url, prefix, DEMO_PARTICIPANTS)
     assert again.returncode == 0, again.stdout + again.stderr
-    assert "12 topics ready (0 created, 12 already there)" in again.stdout
+    assert "13 topics ready (0 created, 13 already there)" in again.stdout
 
     extended = tmp_path / "participants.toml"
     extended.write_text(DEMO_PARTICIPANTS.read_text("utf-8") + NEW_WELFARE, "utf-8")
     added = _init(kafka_bootstrap, store_url, prefix, extended)
     assert added.returncode == 0, added.stdout + added.stderr
     assert f"created {prefix}welfare.welzijn-midden-drenthe.referrals" in added.stdout
-    assert "13 topics ready (1 created, 12 already there)" in added.stdout
-    assert await _topics(kafka_bootstrap, prefix) == dict.fromkeys(
-        DEMO_TOPICS | {"welfare.welzijn-midden-drenthe.referrals"}, 2
+    assert "14 topics ready (1 created, 13 already there)" in added.stdout
+    assert (
+        await _topics(kafka_bootstrap, prefix)
+        == dict.fromkeys(DEMO_TOPICS | {"welfare.welzijn-midden-drenthe.referrals"}, 2) | MARKER
     )
 
 
