@@ -9,8 +9,14 @@ destination topics from the last known offsets (or from just before the oldest p
 row) and marks every pending row whose ce_id is already there as published, without
 sending it again. So a crash between the broker's acknowledgement and the marking, or a
 send that timed out after the broker took it, does not send a message twice; and a row
-is only ever marked after the broker holds it, so none is lost. (One relay per store;
-the embedded broker refuses the idempotent producer, so this cannot be left to Kafka.)
+is only ever marked after the broker holds it, so none is lost. (The embedded broker
+refuses the idempotent producer, so this cannot be left to Kafka.)
+
+Several hub instances may share one store: exactly one of them relays, the one holding the
+store's relay lock (`Store.relay_lock`: a PostgreSQL advisory lock, or a file lock beside
+an SQLite database). The lock is released the moment its holder dies, and whoever takes it
+next checks the topics first, as after a crash. The others' relays stay idle and poll for
+the lock; their handlers' outputs are published by the holder within `IDLE_POLL_SECONDS`.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ log = get_logger("schakel.outbox")
 
 BATCH_ROWS = 500
 RECONCILE_ROWS = 100_000
-IDLE_POLL_SECONDS = 1.0
+IDLE_POLL_SECONDS = 0.5
 MAX_BACKOFF_SECONDS = 10.0
 
 
@@ -69,6 +75,8 @@ class OutboxRelay:
         self._lock = asyncio.Lock()
         self._reconciled = False
         self.reconciled_total = 0
+        self._lock_of_store = store.relay_lock()
+        self.holds_lock = False
 
     def wake(self) -> None:
         self._wake.set()
@@ -89,6 +97,12 @@ class OutboxRelay:
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
         await self.producer.stop()
+        await self.release_lock()
+
+    async def release_lock(self) -> None:
+        """Let another instance relay (done by `stop`, or by the OS when the process dies)."""
+        await asyncio.to_thread(self._lock_of_store.release)
+        self.holds_lock = False
 
     @contextlib.asynccontextmanager
     async def paused(self) -> AsyncIterator[None]:
@@ -140,12 +154,26 @@ class OutboxRelay:
         async with self._lock:
             return await self._publish_pending()
 
+    async def _hold_lock(self) -> bool:
+        held = await asyncio.to_thread(self._lock_of_store.acquire)
+        if held and not self.holds_lock:
+            log.info("outbox relay lock taken: this instance publishes the outbox")
+            self._reconciled = False  # the last holder may have died between ack and mark
+        elif self.holds_lock and not held:
+            log.warning("outbox relay lock lost (store connection gone); not publishing")
+        self.holds_lock = held
+        return held
+
     async def _publish_pending(self) -> int:
+        if not await self._hold_lock():
+            return 0
         if not self._reconciled:
             await self._reconcile()
             self._reconciled = True
         total = 0
         while True:
+            if total and not await self._hold_lock():
+                return total  # between batches: still the holder?
             rows = await asyncio.to_thread(self.store.pending_outbox, BATCH_ROWS)
             if not rows:
                 return total

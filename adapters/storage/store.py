@@ -29,6 +29,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import make_url
@@ -709,6 +710,11 @@ class Store:
             ).all()
         return {(topic, partition): int(offset) for topic, partition, offset in rows}
 
+    def relay_lock(self) -> RelayLock:
+        """The lock that lets exactly one of several hub instances on this store run the
+        outbox relay (see `RelayLock`)."""
+        return RelayLock(self)
+
     def broker_lost(self, last_good: datetime) -> BrokerLoss:
         """After the broker lost its state: rows published since `last_good` (the last moment
         it was known to hold its state) go back to pending, since their acknowledgements may
@@ -869,3 +875,75 @@ def _engine(url: str) -> Engine:
 
         return engine
     return create_engine(url, isolation_level="SERIALIZABLE", pool_pre_ping=True)
+
+
+RELAY_LOCK_KEY = 0x5C4A4B45  # PostgreSQL advisory lock key of the outbox relay ("SKLE")
+
+
+class RelayLock:
+    """Held by at most one process per store, and released by the operating system or the
+    database the moment its holder dies (no lease to time out, so a restarted or surviving
+    instance takes over at once). PostgreSQL: a session advisory lock on a connection of its
+    own. SQLite (one host): `flock` on a file beside the database."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._conn: Connection | None = None
+        self._file: Any = None
+
+    def acquire(self) -> bool:
+        """True if this process holds the lock now (taken, or still held)."""
+        if self.store.dialect == "postgresql":
+            return self._acquire_pg()
+        return self._acquire_file()
+
+    def _acquire_pg(self) -> bool:
+        if self._conn is not None:
+            try:
+                self._conn.execute(text("SELECT 1"))
+                return True
+            except DBAPIError:  # the session, and with it the lock, is gone
+                with contextlib.suppress(Exception):
+                    self._conn.close()
+                self._conn = None
+        conn = self.store.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            taken = conn.execute(
+                text("SELECT pg_try_advisory_lock(:key)"), {"key": RELAY_LOCK_KEY}
+            ).scalar_one()
+        except BaseException:
+            conn.close()
+            raise
+        if not taken:
+            conn.close()
+            return False
+        self._conn = conn
+        return True
+
+    def _acquire_file(self) -> bool:
+        import fcntl
+
+        if self._file is not None:
+            return True
+        database = self.store.engine.url.database
+        if not database or database == ":memory:":
+            return True  # one process by construction
+        handle = open(f"{database}.relay-lock", "a+b")  # noqa: SIM115 - held while we run
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            return False
+        self._file = handle
+        return True
+
+    def release(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": RELAY_LOCK_KEY})
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            self._conn = None
+        if self._file is not None:
+            self._file.close()  # closing the file drops the flock
+            self._file = None

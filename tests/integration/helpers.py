@@ -428,3 +428,17 @@ class HubProcess:
         if self._reader is not None:
             await asyncio.wait_for(self._reader, PROCESS_TIMEOUT)
         return self.proc.returncode or 0
+
+
+def revoked_count(store: Any) -> int:
+    """Releases whose consent was withdrawn (each gets a revoke notice)."""
+    from sqlalchemy import func, select
+
+    from adapters.storage import tables as t
+
+    with store.engine.connect() as conn:
+        return int(
+            conn.execute(
+                select(func.count()).where(t.releases.c.revoked_at.is_not(None))
+            ).scalar_one()
+        )

@@ -21,7 +21,14 @@ from schemas.ids import message_id, release_id
 from services.demo.samples import consent_resource, fictional_bsn, referral_bundle, to_bytes
 from services.domain.feedback import message_id_of
 from tests.conftest import ARTIFACTS
-from tests.integration.helpers import HubProcess, TopicReader, process_env, unique_prefix, until
+from tests.integration.helpers import (
+    HubProcess,
+    TopicReader,
+    process_env,
+    revoked_count,
+    unique_prefix,
+    until,
+)
 
 KILLS_PER_PHASE = 11
 REFERRALS = 150
@@ -30,19 +37,6 @@ WELFARE, MUNICIPALITY, PRACTICE = "welzijn-hoogeveen", "gemeente-hoogeveen", "pr
 
 def _bsn(i: int) -> str:
     return fictional_bsn(i)
-
-
-def _revoked(store: Store) -> int:
-    from sqlalchemy import func, select
-
-    from adapters.storage import tables as t
-
-    with store.engine.connect() as conn:
-        return int(
-            conn.execute(
-                select(func.count()).where(t.releases.c.revoked_at.is_not(None))
-            ).scalar_one()
-        )
 
 
 async def _kill_loop(
@@ -162,7 +156,7 @@ async def test_random_sigkills_lose_and_duplicate_nothing(
             await until(
                 lambda: (
                     store.count("feedback") == len(expected[PRACTICE])
-                    and _revoked(store) == len(withdrawn) + len(withdrawn & registered)
+                    and revoked_count(store) == len(withdrawn) + len(withdrawn & registered)
                     and not store.pending_outbox(1)
                 ),
                 timeout=120,

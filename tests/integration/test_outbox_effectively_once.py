@@ -39,6 +39,7 @@ async def test_acknowledged_but_unmarked_rows_are_not_sent_again(
     await first.producer.start()
     await first.publish_pending()  # a normal pass: all sent, marked with their offsets
     await first.producer.stop()
+    await first.release_lock()  # as when its process dies
     # Later messages: the broker took some, then the hub died before marking them.
     later = [
         OutboundMessage(
