@@ -36,6 +36,7 @@ from services.api.context import ApiContext
 from services.consent.app import create_router as consent_router
 from services.feedback.app import create_router as feedback_router
 from services.intake.app import create_router as intake_router
+from services.metrics import subscriptions
 from services.runtime import Hub, utc_now
 from services.settings import DEMO_PARTICIPANTS, HubSettings
 from services.timers.handlers import Ticker
@@ -317,6 +318,7 @@ def _consumers(
     broker.include_router(intake_router(hub, tuning, trackers[0]))
     broker.include_router(consent_router(hub, tuning, trackers[1], trackers[2]))
     broker.include_router(feedback_router(hub, tuning, trackers[3]))
+    hub.metrics.lag_source = (bootstrap, subscriptions(broker))
     return broker, trackers
 
 

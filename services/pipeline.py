@@ -198,7 +198,13 @@ class BatchPipeline(Generic[P]):
     async def handle(self, records: list[InboundRecord]) -> list[HubEvent]:
         if not records:
             return []
+        started = time.perf_counter()
         events = await asyncio.to_thread(self.process, records)
+        self.hub.metrics.observe_batch(
+            self.hub.topics.logical(records[0].topic),
+            time.perf_counter() - started,
+            [r.timestamp_ms for r in records],
+        )
         self.hub.committed(events)
         for event in events:
             log_event(self.event_type, event)

@@ -15,6 +15,7 @@ from schemas.messages import InboundRecord
 from schemas.participants import Participants
 from schemas.registration import HubEvent
 from schemas.topics import Topics
+from services.metrics import HubMetrics
 from services.settings import HubSettings
 
 E = TypeVar("E")
@@ -69,6 +70,8 @@ class Hub:
     topics: Topics
     clock: Callable[[], datetime] = utc_now
     observers: Observers = field(default_factory=Observers)
+    metrics: HubMetrics = field(default_factory=HubMetrics)
+    """This hub's own Prometheus registry and instruments (`services.metrics`)."""
     relay: OutboxRelay | None = None
     log_order: bool = True
     """Record the order records are applied in (replay follows it; a replay does not log)."""
@@ -76,7 +79,8 @@ class Hub:
     """Called before each record is applied (replay sets its clock to the record's time)."""
 
     def committed(self, events: list[HubEvent]) -> None:
-        """After a transaction committed: wake the relay, tell the listeners."""
+        """After a transaction committed: wake the relay, count, tell the listeners."""
         if self.relay is not None:
             self.relay.wake()
+        self.metrics.count(events, self.topics)
         self.observers.emit(events)

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Select, and_, exists, select, true
+from sqlalchemy import Select, and_, exists, func, select, true
 
 from adapters.storage import tables as t
 from adapters.storage.store import Store, timeline_rows
@@ -135,6 +135,21 @@ class Views:
             referral_ids=referral_ids,
             timeline=[TimelineItem(status=e.status, at=e.at, by=e.by) for e in events],
         )
+
+    def operations_counts(self) -> dict[str, int]:
+        """For the metrics: open registrations past their contact term without contact (the
+        timer marked them overdue), and outbox rows not yet published."""
+        r = t.registrations.c
+        with self.store.engine.connect() as conn:
+            overdue = conn.execute(
+                select(func.count()).where(
+                    r.overdue_at.is_not(None), r.contact_made_at.is_(None), r.closed_at.is_(None)
+                )
+            ).scalar_one()
+            pending = conn.execute(
+                select(func.count()).where(t.outbox.c.published_at.is_(None))
+            ).scalar_one()
+        return {"overdue_registrations": int(overdue), "outbox_pending": int(pending)}
 
     def dead_letters(self, dead_letter_topic: str, limit: int = 100) -> list[DeadLetterSummary]:
         """Metadata only: the original bytes may hold personal data."""

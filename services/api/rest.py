@@ -9,11 +9,12 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from pydantic import AwareDatetime, BeforeValidator
 
 from schemas.access import DeadLetterSummary, RegistrationDetail, RegistrationSummary, Viewer
 from services.api.context import ApiContext
+from services.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
 router = APIRouter()
 _DATE_START = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T")
@@ -57,6 +58,23 @@ async def readyz(ctx: Ctx) -> dict[str, str]:
     if any(v != "ok" for v in state.values()):
         raise HTTPException(503, state)
     return state
+
+
+@router.get(
+    "/metrics",
+    tags=["operations"],
+    summary="Prometheus metrics (text format; no token: bind to a private interface)",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "counters, histograms and gauges; labels never hold personal data",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        }
+    },
+)
+async def metrics(ctx: Ctx) -> Response:
+    body = await ctx.hub.metrics.render(ctx.views)
+    return Response(body, media_type=METRICS_CONTENT_TYPE)
 
 
 @router.get(

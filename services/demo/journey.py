@@ -12,12 +12,14 @@ import hashlib
 import re
 import signal
 import tempfile
+import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.panel import Panel
 from rich.syntax import Syntax
@@ -229,6 +231,7 @@ async def _journey(console: Console, running: RunningHub) -> int:
     )
 
     feedback_task = await _feedback_step(console, running, referral_id)
+    metrics = await _metrics_step(console, running)
 
     view = hub.store.registration_of_referral(referral_id)
     if view is not None:
@@ -254,6 +257,11 @@ async def _journey(console: Console, running: RunningHub) -> int:
         and [e.status for e in view.timeline][:3]
         == ["received", "waiting-for-consent", "released"],
         "feedback reached the GP as a FHIR Task (in-progress)": feedback_task == "in-progress",
+        "/metrics counts both releases and the invalid-bsn dead letter": metrics is not None
+        and metrics.get('schakel_releases_total{recipient_kind="welfare"}') == 1
+        and metrics.get('schakel_releases_total{recipient_kind="municipality"}') == 1
+        and metrics.get('schakel_dead_letters_total{reason="invalid-bsn",topic="referral-created"}')
+        == 1,
     }
     console.print()
     for label, ok in checks.items():
@@ -303,3 +311,35 @@ async def _feedback_step(console: Console, running: RunningHub, referral_id: str
         f'[bold]{task["status"]}[/], Communication: "{communication["payload"][0]["contentString"]}"'
     )
     return str(task["status"])
+
+
+SHOWN_METRICS = (
+    "schakel_releases_total",
+    "schakel_dead_letters_total",
+    "schakel_feedback_forwarded_total",
+    "schakel_consumer_lag",
+)
+
+
+def _get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - our own http URL
+        return str(response.read().decode("utf-8"))
+
+
+async def _metrics_step(console: Console, running: RunningHub) -> dict[str, float] | None:
+    """What the hub's own `/metrics` endpoint says now (as a Prometheus scrape would)."""
+    if running.http_url is None:
+        return None
+    url = f"{running.http_url}/metrics"
+    text = await asyncio.to_thread(_get, url)
+    found: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in SHOWN_METRICS:
+                labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+                found[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    console.print()
+    console.print(f"[bold]7. The hub's metrics[/] (GET {url}, Prometheus text format)")
+    for line, number in found.items():
+        console.print(f"   {line} {number:g}")
+    return found

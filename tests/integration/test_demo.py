@@ -41,3 +41,9 @@ def test_demo_shows_release_only_after_consent_and_no_bsn() -> None:
     assert DEMO_BSN not in output
     assert not [n for n in re.findall(r"(?<!\d)\d{9}(?!\d)", output) if bsn_valid(n)]
     assert "FAILED" not in output
+    # the hub's own /metrics, scraped at the end
+    assert 'schakel_releases_total{recipient_kind="welfare"} 1' in output
+    assert 'schakel_releases_total{recipient_kind="municipality"} 1' in output
+    assert re.search(
+        r'schakel_dead_letters_total\{reason="invalid-bsn",\s*topic="referral-created"\} 1', output
+    )
