@@ -1,5 +1,6 @@
 """Write every generated document into `schemas/generated/`: the message models' JSON
-Schemas and the HTTP app's OpenAPI document. A test fails when one is stale.
+Schemas, the HTTP app's OpenAPI document and the topics' AsyncAPI document. A test fails
+when one is stale.
 
     python -m services.export [--check]
 """
@@ -10,10 +11,15 @@ import sys
 
 from schemas import export
 from services.api.app import render_openapi
+from services.asyncapi import render_asyncapi
 
 
 def documents() -> dict[str, str]:
-    return {**export.documents(), "openapi.json": render_openapi()}
+    return {
+        **export.documents(),
+        "openapi.json": render_openapi(),
+        "asyncapi.json": render_asyncapi(),
+    }
 
 
 def main(argv: list[str]) -> int:
