@@ -36,6 +36,9 @@ class StoredReferral(BaseModel):
     recipient_id: str
     registration_id: str
     received_at: datetime
+    trace: str | None = None
+    """The W3C traceparent the referral first arrived with: what the hub sends about it
+    without a traced cause (a timer, feedback without one) continues this trace."""
 
 
 class _Event(BaseModel):

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 import orjson
 
-from adapters.broker.cloudevents import ce_headers, continue_trace, rfc3339
+from adapters.broker.cloudevents import ce_headers, continue_trace, rfc3339, valid_traceparent
 from adapters.fhir.to_fhir import feedback_bundle, overdue_bundle
 from adapters.municipal.iwmo import identificatie, iwmo_from_disclosure
 from adapters.storage.store import Tx
@@ -304,14 +304,23 @@ def _audit_record(hub: Hub, tx: Tx, output: Output) -> AuditRecord:
     )
 
 
+def _referral_trace(tx: Tx, referral_id: str) -> str:
+    stored = tx.referral(referral_id)
+    return continue_trace(stored.trace if stored is not None else None)
+
+
 def outputs_to_outbox(hub: Hub, tx: Tx, result: GateResult, cause: InboundRecord | None) -> None:
     """Every message the rules decided on, each with its audit entry. The trace continues
     from the record that caused it (the one that completed a referral+consent pair, the
-    withdrawal, the feedback)."""
+    withdrawal, the feedback). Without a traced cause (a timer: a consent's period began,
+    a contact term passed; a message without a valid traceparent) it continues the trace
+    the referral arrived with, so one referral can be followed by its trace id."""
     if not result.outputs:
         return
-    traceparent = continue_trace(cause.header(Header.TRACEPARENT) if cause else None)
+    inbound = cause.header(Header.TRACEPARENT) if cause else None
+    shared = continue_trace(inbound) if valid_traceparent(inbound) else None
     for output in result.outputs:
+        traceparent = shared or _referral_trace(tx, output.event.referral_id)
         for message in _render(hub, tx, output, traceparent):
             tx.add_outbox(message)
         append(hub, tx, _audit_record(hub, tx, output), traceparent)

@@ -16,12 +16,25 @@ def rfc3339(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _parsed(traceparent: str | None) -> re.Match[str] | None:
+    if not traceparent:
+        return None
+    match = _TRACEPARENT.match(traceparent.strip())
+    if match and match[1] != "ff" and set(match[2]) != {"0"} and set(match[3]) != {"0"}:
+        return match
+    return None
+
+
+def valid_traceparent(traceparent: str | None) -> bool:
+    """A W3C traceparent that can be continued (version not ff, ids not all zero)."""
+    return _parsed(traceparent) is not None
+
+
 def continue_trace(traceparent: str | None) -> str:
     """A child span of the inbound trace when it has a valid one, else a new trace."""
-    if traceparent:
-        match = _TRACEPARENT.match(traceparent.strip())
-        if match and match[1] != "ff" and set(match[2]) != {"0"} and set(match[3]) != {"0"}:
-            return f"00-{match[2]}-{secrets.token_hex(8)}-{match[4]}"
+    match = _parsed(traceparent)
+    if match is not None:
+        return f"00-{match[2]}-{secrets.token_hex(8)}-{match[4]}"
     return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
 
 

@@ -38,8 +38,10 @@ class ApiContext:
         registrations: Iterable[str] = (),
         referral_id: str | None = None,
         outcome: Outcome = "success",
+        traceparent: str | None = None,
     ) -> None:
-        """An audit entry per client whose data was read (or one, when none was)."""
+        """An audit entry per client whose data was read (or one, when none was); a
+        submission's entry carries the trace of the event it put on the broker."""
         ids = list(registrations)
         now = self.hub.clock()
 
@@ -66,6 +68,7 @@ class ApiContext:
                         outcome=outcome,
                         detail=what if outcome != "success" else "",
                     ),
+                    traceparent,
                 )
 
         await asyncio.to_thread(self.hub.store.run, work)

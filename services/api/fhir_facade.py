@@ -17,6 +17,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
 from adapters.broker.client import inbound_headers
+from adapters.broker.cloudevents import continue_trace
 from adapters.fhir.consent import GRANTED, consent_from_fhir
 from adapters.fhir.referral import referral_from_fhir
 from adapters.fhir.to_fhir import current_task, operation_outcome, searchset
@@ -160,11 +161,12 @@ async def post_bundle(request: Request) -> Any:
             "the requester organisation of this referral is another practice",
             code="forbidden",
         )
-    headers = inbound_headers(
-        names.REFERRAL_CREATED, traceparent=request.headers.get("traceparent")
-    )
+    trace = continue_trace(request.headers.get("traceparent"))
+    headers = inbound_headers(names.REFERRAL_CREATED, traceparent=trace)
     await ctx.publish(ctx.hub.topics.referral_created, raw, referral.referral_id.encode(), headers)
-    await ctx.record(caller, "submit", what="referral", referral_id=referral.referral_id)
+    await ctx.record(
+        caller, "submit", what="referral", referral_id=referral.referral_id, traceparent=trace
+    )
     return JSONResponse({"referral_id": referral.referral_id}, status_code=202)
 
 
@@ -180,10 +182,11 @@ async def post_consent(request: Request) -> Any:
     if isinstance(checked, JSONResponse):
         return checked
     ctx, caller, raw, consent = checked
-    headers = inbound_headers(names.CONSENT_GRANTED, traceparent=request.headers.get("traceparent"))
+    trace = continue_trace(request.headers.get("traceparent"))
+    headers = inbound_headers(names.CONSENT_GRANTED, traceparent=trace)
     await ctx.publish(ctx.hub.topics.consent_granted, raw, consent.key.encode(), headers)
     named = consent.referrals[0].value if consent.referrals else None
-    await ctx.record(caller, "submit", what="consent", referral_id=named)
+    await ctx.record(caller, "submit", what="consent", referral_id=named, traceparent=trace)
     referral_id = named if len(consent.referrals) == 1 else None
     return JSONResponse(
         {"referral_id": referral_id, "consent_id": consent.consent_id}, status_code=202

@@ -251,8 +251,11 @@ def on_referral(
     recipient_id: str,
     at: datetime,
     policy: GatePolicy = GatePolicy(),
+    *,
+    trace: str | None = None,
 ) -> GateResult:
-    """A referral arrived (already validated and routed to `recipient_id`)."""
+    """A referral arrived (already validated and routed to `recipient_id`); `trace` is
+    its inbound traceparent, kept with the referral (its first one stays)."""
     result = GateResult()
     existing = store.referral(referral.referral_id)
     if existing is not None:
@@ -279,6 +282,7 @@ def on_referral(
         recipient_id=recipient_id,
         registration_id=registration_id,
         received_at=existing.received_at if existing is not None else at,
+        trace=existing.trace if existing is not None and existing.trace else trace,
     )
     new_registration = store.registration(registration_id) is None
     store.put_referral(stored)

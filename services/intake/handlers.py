@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from adapters.broker.cloudevents import valid_traceparent
 from adapters.fhir.common import personal_strings
 from adapters.fhir.referral import referral_from_fhir
 from adapters.fhir.validate import load_json, validate_resource
@@ -14,7 +15,7 @@ from schemas.messages import InboundRecord
 from schemas.participants import Participant
 from schemas.referral import Referral
 from schemas.registration import HubEvent
-from schemas.topics import CE_REFERRAL_CREATED
+from schemas.topics import CE_REFERRAL_CREATED, Header
 from services.domain import gate
 from services.domain.routing import route
 from services.outputs import gate_policy, outputs_to_outbox
@@ -42,7 +43,15 @@ def intake_pipeline(hub: Hub) -> BatchPipeline[RoutedReferral]:
         return RoutedReferral(referral, route(referral, hub.participants))
 
     def apply(tx: Tx, record: InboundRecord, routed: RoutedReferral) -> list[HubEvent]:
-        result = gate.on_referral(tx, routed.referral, routed.recipient.id, hub.clock(), policy)
+        trace = record.header(Header.TRACEPARENT)
+        result = gate.on_referral(
+            tx,
+            routed.referral,
+            routed.recipient.id,
+            hub.clock(),
+            policy,
+            trace=trace if valid_traceparent(trace) else None,
+        )
         outputs_to_outbox(hub, tx, result, record)
         return list(result.events)
 
