@@ -72,6 +72,7 @@ def run() -> None:
             )
         try:
             await stop.wait()
+            log.info("stopping: finishing the batches in hand, then the outbox")
         finally:
             await running.stop()
 

@@ -103,6 +103,7 @@ class RunningHub:
         if self._stopped:
             return
         self._stopped = True
+        began = asyncio.get_running_loop().time()
         if self.watch is not None:
             await self.watch.stop()
         if self.http is not None:
@@ -117,7 +118,7 @@ class RunningHub:
         self.hub.store.dispose()
         if self.embedded is not None:
             self.embedded.stop()
-        log.info("hub stopped")
+        log.info("hub stopped", stop_seconds=round(asyncio.get_running_loop().time() - began, 2))
 
     async def recover_from_broker_loss(self, last_good: datetime) -> None:
         """The broker lost every topic, record and offset (see adapters/broker/watch.py):

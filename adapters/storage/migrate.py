@@ -23,14 +23,22 @@ def alembic_config() -> Config:
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
     config = alembic_config()
-    with engine.connect() as conn:
-        if engine.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _LOCK_KEY})
+    if engine.dialect.name != "postgresql":
+        _upgrade(engine, config, revision)
+        return
+    # The lock is taken on a connection of its own, outside any transaction: the upgrade's
+    # transaction must begin only once the lock is held, or under SERIALIZABLE it would
+    # see the schema as it was before the instance that held the lock migrated it.
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as lock:
+        lock.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _LOCK_KEY})
         try:
-            config.attributes["connection"] = conn
-            command.upgrade(config, revision)
-            conn.commit()
+            _upgrade(engine, config, revision)
         finally:
-            if engine.dialect.name == "postgresql":
-                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _LOCK_KEY})
-                conn.commit()
+            lock.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _LOCK_KEY})
+
+
+def _upgrade(engine: Engine, config: Config, revision: str) -> None:
+    with engine.connect() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, revision)
+        conn.commit()

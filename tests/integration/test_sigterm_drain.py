@@ -6,13 +6,18 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from adapters.broker.client import Sender, inbound_headers
+from adapters.broker.client import Sender
 from adapters.storage.store import Store
-from schemas import topics as names
 from schemas.ids import release_id
-from services.demo.samples import consent_resource, fictional_bsn, referral_bundle, to_bytes
 from tests.conftest import ARTIFACTS
-from tests.integration.helpers import HubProcess, TopicReader, process_env, unique_prefix, until
+from tests.integration.helpers import (
+    HubProcess,
+    TopicReader,
+    process_env,
+    send_referrals_with_consent,
+    unique_prefix,
+    until,
+)
 
 REFERRALS = 300
 WELFARE = "welzijn-hoogeveen"
@@ -27,24 +32,9 @@ async def test_sigterm_under_load_drains_and_exits_cleanly(
     hub = HubProcess(env, ARTIFACTS / "sigterm-first.log")
     await hub.start()
     await hub.wait_for(event="hub started")
-    expected = set()
     async with Sender(kafka_bootstrap) as sender:
-        for i in range(REFERRALS):
-            rid = f"VERW-T-{i:04d}"
-            expected.add(release_id(rid, WELFARE))
-            await sender.producer.send(
-                prefix + names.REFERRAL_CREATED,
-                to_bytes(referral_bundle(rid, bsn=fictional_bsn(i))),
-                key=rid.encode(),
-                headers=list(inbound_headers(names.REFERRAL_CREATED)),
-            )
-            await sender.producer.send(
-                prefix + names.CONSENT_GRANTED,
-                to_bytes(consent_resource(f"c-T-{i}", referral_id=rid, bsn=fictional_bsn(i))),
-                key=rid.encode(),
-                headers=list(inbound_headers(names.CONSENT_GRANTED)),
-            )
-        await sender.producer.flush()
+        ids = await send_referrals_with_consent(sender, prefix, "T", range(REFERRALS))
+    expected = {release_id(rid, WELFARE) for rid in ids}
 
     await hub.wait_for(outcome="released")  # work is under way
     returncode = await hub.terminate()
