@@ -84,7 +84,14 @@ class Sizes:
     rate is a steady one and not its start-up."""
 
 
-SMOKE = Sizes(referrals=60, latency_seconds=0.1, soak_events=300, audit_entries=1_000, partitions=3)
+SMOKE = Sizes(
+    referrals=60,
+    latency_seconds=0.1,
+    soak_events=300,
+    audit_entries=1_000,
+    partitions=3,
+    raw_records=0,
+)
 PHASES = ("throughput", "offline", "latency", "soak")
 
 
@@ -602,7 +609,7 @@ class Bench:
         paced = await pace(self.bootstrap, messages, rate)
         complete = True
         try:
-            await counter.until(len(messages), timeout=60 + len(messages) / 100)
+            await counter.until(len(messages), timeout=60 + len(messages) / 30)
         except TimeoutError:
             complete = False
         return report.latency_stats(paced, counter.arrivals, warmup, complete)
@@ -804,9 +811,9 @@ class Bench:
         run = await self.hub_throughput(n, keep=False, spy=spy, stacks=stacks)
         self.out.mkdir(parents=True, exist_ok=True)
         text, top = report.profile_summary(stacks, run, n)
-        (self.out / "profile.txt").write_text(text)
+        (self.out / "latest-profile.txt").write_text(text)
         self.results["profile"] = top
-        say(f"  profile written to {self.out / 'profile.txt'}; top of the hub's own code:")
+        say(f"  profile written to {self.out / 'latest-profile.txt'}; top of the hub's own code:")
         for row in top["hub_own"][:12]:
             say(f"    {row['share'] * 100:5.1f}%  {row['function']}")
 
@@ -869,7 +876,7 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, Sizes]:
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="also profile a hub throughput run with py-spy: profile.txt",
+        help="also profile a hub throughput run with py-spy: latest-profile.txt",
     )
     parser.add_argument(
         "--out",
