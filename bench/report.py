@@ -567,7 +567,8 @@ METHOD = [
     "1 s) is warm-up and not counted.",
     "- Replay: `services.replay.replay` (what `schakel replay` runs) into a fresh SQLite store, "
     "timed without the comparison, which is then run to check the rebuilt state; the raw read "
-    "is a plain consumer reading the same topics from the start. Audit verify: "
+    "is a plain consumer reading the same topics from the start (again, until it has read "
+    "`raw_records`). Audit verify: "
     "`verify_store` over the hub's own chain and over a store filled by bench/audit_verify.py, "
     "against a plain read of the hub's audit topic.",
     "- Soak: trajectories run to the end (referral, consent, release read, completed feedback, "
