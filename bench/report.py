@@ -19,13 +19,14 @@ import orjson
 from bench.clients import Paced
 
 MIB = 2**20
+CODE = ("schemas", "adapters", "services", "bench")
 GOAL_THROUGHPUT_RATIO = 0.5
 GOAL_P99_FACTOR, GOAL_P99_PLUS_MS, GOAL_P99_RATE = 1.5, 10.0, "1000"
 GOAL_REPLAY_RATE = 35_000.0
 GOAL_CPU_MS = 0.5
 
 
-def environment(*, smoke: bool) -> dict[str, Any]:
+def environment(*, smoke: bool, revision: str | None = None) -> dict[str, Any]:
     root = Path(__file__).resolve().parents[1]
 
     def git(*args: str) -> str:
@@ -44,8 +45,16 @@ def environment(*, smoke: bool) -> dict[str, Any]:
             versions[package] = None
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "commit": git("rev-parse", "--short", "HEAD") or None,
-        "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "commit": git("rev-parse", "--short", revision or "HEAD") or None,
+        "code": "commit" if revision else "working tree",
+        "changed": [
+            path
+            for line in git("status", "--porcelain", "--", *CODE).splitlines()
+            for path in line.split(maxsplit=1)[1:]
+            if not path.startswith("bench/results")
+        ]
+        if revision is None
+        else [],
         "smoke": smoke,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
@@ -469,6 +478,16 @@ def _num(value: float | None) -> str:
     return f"{value:.3g}" if value != 0 else "0"
 
 
+def _code(env: dict[str, Any]) -> str:
+    if env.get("code") == "commit":
+        return f"code of commit {env['commit'] or '?'}"
+    changed = env.get("changed") or []
+    text = f"code: the working tree at commit {env['commit'] or '?'}"
+    if changed:
+        text += f" with uncommitted changes in {', '.join(changed)}"
+    return text + " (copied when the run started)"
+
+
 def markdown(document: dict[str, Any]) -> str:
     env, sizes, results = document["environment"], document["sizes"], document["results"]
     broker = results.get("broker") or {}
@@ -482,7 +501,7 @@ def markdown(document: dict[str, Any]) -> str:
         "# Schakel benchmark: latest run",
         "",
         f"{'Smoke run (tiny sizes: the figures mean nothing). ' if env['smoke'] else ''}"
-        f"{env['date']}, commit {env['commit'] or '?'}{' (uncommitted changes)' if env['dirty'] else ''}, "
+        f"{env['date']}, {_code(env)}, "
         f"{env.get('seconds', 0):.0f} s. Broker: {kind}. {env['cpus']} CPUs, load average "
         f"{env['load_before'][0]:.2f} before and {env.get('load_after', [0])[0]:.2f} after; Python "
         f"{env['python']}; {versions}.",

@@ -136,23 +136,26 @@ def say(text: str) -> None:
 class Child:
     """A bench/sut.py process: one JSON command per line in, one JSON reply per line out."""
 
-    def __init__(self, name: str, proc: asyncio.subprocess.Process, log_path: Path) -> None:
-        self.name, self.proc, self.log_path = name, proc, log_path
+    def __init__(
+        self, name: str, proc: asyncio.subprocess.Process, log_path: Path, code: Path
+    ) -> None:
+        self.name, self.proc, self.log_path, self.code = name, proc, log_path, code
 
     @classmethod
-    async def spawn(cls, name: str, log_dir: Path) -> Child:
+    async def spawn(cls, name: str, log_dir: Path, code: Path) -> Child:
+        """`python -m bench.sut` in `code`: its packages come first on sys.path."""
         log_path = log_dir / f"bench-{name}.log"
-        with log_path.open("ab") as log:
+        with log_path.open("wb") as log:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
                 "bench.sut",
-                cwd=ROOT,
+                cwd=code,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=log,
             )
-        return cls(name, proc, log_path)
+        return cls(name, proc, log_path, code)
 
     @property
     def pid(self) -> int:
@@ -172,6 +175,8 @@ class Child:
         reply: dict[str, Any] = orjson.loads(line)
         if "error" in reply:
             raise BenchError(f"{self.name}: {reply['error']} (log: {self.log_path})")
+        if "code" in reply and Path(reply["code"]) != self.code.resolve():
+            raise BenchError(f"{self.name} runs the code in {reply['code']}, not the snapshot")
         return reply
 
     async def close(self) -> None:
@@ -187,13 +192,29 @@ class Child:
                 await self.proc.wait()
 
 
-@contextlib.asynccontextmanager
-async def child(name: str, log_dir: Path):  # type: ignore[no-untyped-def]
-    process = await Child.spawn(name, log_dir)
-    try:
-        yield process
-    finally:
-        await process.close()
+def snapshot(work: Path, revision: str | None) -> Path:
+    """The code the measured processes run: a copy of the packages taken when the run
+    starts, from the working tree as it is or (`revision`) from a commit. The tree is
+    shared, and a module edited half-way through a run would otherwise be measured in
+    some phases and not in others."""
+    import subprocess
+    import tarfile
+
+    root = work / "code"
+    if revision is None:
+        for name in report.CODE:
+            shutil.copytree(
+                ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__", "results")
+            )
+        return root
+    archive = work / "code.tar"
+    subprocess.run(
+        ["git", "archive", "--output", str(archive), revision, *report.CODE], cwd=ROOT, check=True
+    )
+    root.mkdir()
+    with tarfile.open(archive) as tar:
+        tar.extractall(root, filter="data")
+    return root
 
 
 def rss_of(pid: int | None) -> int | None:
@@ -233,6 +254,7 @@ class Bench:
         log_dir: Path,
         out: Path,
         profile: bool,
+        revision: str | None = None,
     ) -> None:
         self.bootstrap = bootstrap
         self.broker_pid = broker_pid
@@ -242,10 +264,19 @@ class Bench:
         self.out = out
         self.profile = profile
         self.run_id = uuid.uuid4().hex[:6]
+        self.code = snapshot(work, revision)
         self.participants = load_participants(DEMO_PARTICIPANTS)
         self.tuning: ConsumerTuning | None = None
         self.results: dict[str, Any] = {}
         self._kept: tuple[str, Topics, str, int, int] | None = None
+
+    @contextlib.asynccontextmanager
+    async def child(self, name: str):  # type: ignore[no-untyped-def]
+        process = await Child.spawn(name, self.log_dir, self.code)
+        try:
+            yield process
+        finally:
+            await process.close()
 
     # --- broker housekeeping -------------------------------------------------------------
 
@@ -402,7 +433,7 @@ class Bench:
             self.bootstrap, [target], lambda r: r.key + b"|" + (header(r, "ce_type") or b"")
         ).start()
         try:
-            async with child("raw-throughput", self.log_dir) as sut:
+            async with self.child("raw-throughput") as sut:
                 broker0 = cpu_of(self.broker_pid)
                 ready = await sut.call("pipe-start", **self.pipe_args(prefix, source, target))
                 last = await counter.until(loaded, timeout=60 + loaded / 50)
@@ -441,7 +472,7 @@ class Bench:
         ).start()
         db = "throughput.db" if keep else "profiled.db"
         try:
-            async with child("hub-throughput" if keep else "hub-profiled", self.log_dir) as sut:
+            async with self.child("hub-throughput" if keep else "hub-profiled") as sut:
                 broker0 = cpu_of(self.broker_pid)
                 ready = await sut.call("hub-start", **self.hub_args(prefix, db))
                 sampler = await start_py_spy(spy, sut.pid, stacks) if spy and stacks else None
@@ -496,7 +527,7 @@ class Bench:
         ]
         live = f"sqlite:///{self.work / db}"
         try:
-            async with child("offline", self.log_dir) as sut:
+            async with self.child("offline") as sut:
                 say(f"replay: raw read of the inbound topics ({inbound} records)")
                 raw_in = await sut.call(
                     "consume",
@@ -554,11 +585,11 @@ class Bench:
         seconds = self.sizes.latency_seconds
         warmup = min(1.0, seconds / 5)
         out: dict[str, Any] = {"seconds": seconds, "warmup_seconds": warmup, "raw": {}, "hub": {}}
-        async with child("raw-latency", self.log_dir) as sut:
+        async with self.child("raw-latency") as sut:
             for rate in self.sizes.rates:
                 out["raw"][str(rate)] = stats = await self.raw_latency(sut, rate, seconds, warmup)
                 say(f"latency raw pipe @ {rate}/s: {report.latency_line(stats)}")
-        async with child("hub-latency", self.log_dir) as sut:
+        async with self.child("hub-latency") as sut:
             for rate in self.sizes.rates:
                 out["hub"][str(rate)] = stats = await self.hub_latency(sut, rate, seconds, warmup)
                 say(f"latency hub @ {rate}/s: {report.latency_line(stats)}")
@@ -667,7 +698,7 @@ class Bench:
         samples: list[list[float]] = []
         stop, done = asyncio.Event(), Done()
         try:
-            async with child(name, self.log_dir) as sut:
+            async with self.child(name) as sut:
                 ready = await sut.call(start[0], **start[1])
                 sampler = asyncio.create_task(
                     self.sample_rss(sut.pid, lambda: done.events, stop, samples)
@@ -889,6 +920,11 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, Sizes]:
         help="where latest.{md,json,png} go (default bench/results)",
     )
     parser.add_argument("--log-dir", type=Path, help="keep the logs of the measured processes here")
+    parser.add_argument(
+        "--code",
+        metavar="REVISION",
+        help="measure the code of this commit (e.g. HEAD) instead of the working tree as it is",
+    )
     args = parser.parse_args(argv)
     sizes = SMOKE if args.smoke else Sizes()
     changes = {
@@ -930,6 +966,7 @@ async def _main(
             log_dir,
             args.out,
             args.profile,
+            args.code,
         )
         phases = tuple(p for p in PHASES if p in args.phases.split(","))
         return await bench.run(phases)
@@ -944,7 +981,7 @@ def main(argv: list[str]) -> int:
     work = Path(tempfile.mkdtemp(prefix="schakel-bench-"))
     log_dir = args.log_dir or work
     log_dir.mkdir(parents=True, exist_ok=True)
-    environment = report.environment(smoke=args.smoke)
+    environment = report.environment(smoke=args.smoke, revision=args.code)
     started = time.monotonic()
     try:
         results = asyncio.run(_main(args, sizes, work, log_dir))

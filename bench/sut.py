@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+import services
 from adapters.broker.consumer import AssignmentTracker, ConsumerTuning
 from adapters.logging import configure_logging
 from adapters.storage.store import Store
@@ -30,6 +31,8 @@ from bench.clients import FETCH_BYTES, RawPipe
 
 Command = dict[str, Any]
 Reply = dict[str, Any]
+# Where the hub's code is imported from (the bench checks it is its snapshot).
+CODE_ROOT = str(Path(services.__file__ or "").resolve().parents[1])
 
 # When a hub consumer gets its first partitions: the moment the hub can start reading a
 # pre-loaded backlog. start_hub returns only after every consumer joined its group, so the
@@ -91,7 +94,13 @@ async def hub_start(state: State, cmd: Command) -> Reply:
 
         state.observer = asyncio.create_task(observe())
     first = min(_ASSIGNED) if _ASSIGNED else (called, time.process_time())
-    return {"t0": first[0], "cpu0": first[1], "called": called, "started": time.monotonic()}
+    return {
+        "t0": first[0],
+        "cpu0": first[1],
+        "called": called,
+        "started": time.monotonic(),
+        "code": CODE_ROOT,
+    }
 
 
 async def hub_wait_waiting(state: State, cmd: Command) -> Reply:
