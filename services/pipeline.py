@@ -1,10 +1,12 @@
 """The batch pipeline every consuming service runs.
 
 For one polled batch: `prepare` each record (parse, validate, route: CPU only, no store),
-then apply all of them in one store transaction, each record in its own savepoint. A
-record that fails with a `SchakelError` (bad input), or with an unexpected error (a bug),
-becomes a dead letter in that same transaction, so a poison message never blocks its
-partition and nothing is dropped.
+then apply all of them in one store transaction. A record that fails with a
+`SchakelError` (bad input), or with an unexpected error (a bug), becomes a dead letter in
+that same transaction, so a poison message never blocks its partition and nothing is
+dropped: the batch is first applied without savepoints (the common case, and cheaper);
+if a record fails there, the transaction rolls back and the batch is applied again with a
+savepoint per record.
 
 Store failures abort the batch; it is retried with bounded exponential backoff. Then:
 - the store does not answer (an outage): the batch goes back to the broker (offsets are
@@ -44,6 +46,10 @@ STORE_ATTEMPTS = 6
 STORE_BACKOFF_START = 0.2
 STORE_BACKOFF_MAX = 5.0
 SINGLE_ATTEMPTS = 3
+
+
+class _Isolate(Exception):  # noqa: N818 - a signal, not an error
+    """A record failed in a batch applied without savepoints: apply it again with them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +102,12 @@ class BatchPipeline(Generic[P]):
             detail=redact(error.detail),
         )
 
-    def _transaction(self, tx: Tx, work: list[tuple[InboundRecord, P | Failed]]) -> list[HubEvent]:
+    def _transaction(
+        self, tx: Tx, work: list[tuple[InboundRecord, P | Failed]], *, savepoints: bool
+    ) -> list[HubEvent]:
+        """Apply every record. Without `savepoints` (the first, cheap attempt) a record that
+        fails makes the whole transaction roll back (`_Isolate`), and the batch is applied
+        again with a savepoint per record, so that record alone becomes a dead letter."""
         events: list[HubEvent] = []
         if self.hub.log_order:
             tx.log_processing([(r.topic, r.partition, r.offset, r.timestamp_ms) for r, _ in work])
@@ -117,6 +128,14 @@ class BatchPipeline(Generic[P]):
                 continue
             if isinstance(prepared, Failed):
                 events.append(self._dead_letter(tx, record, prepared.error))
+                continue
+            if not savepoints:
+                try:
+                    events.extend(self._apply(tx, record, prepared))
+                except DBAPIError:
+                    raise
+                except Exception:  # noqa: BLE001 - handled record by record in the second pass
+                    raise _Isolate from None
                 continue
             try:
                 with tx.savepoint():
@@ -166,7 +185,14 @@ class BatchPipeline(Generic[P]):
         delay = STORE_BACKOFF_START
         for attempt in range(1, attempts + 1):
             try:
-                return self.hub.store.run(lambda tx: self._transaction(tx, work))
+                try:
+                    return self.hub.store.run(
+                        lambda tx: self._transaction(tx, work, savepoints=False)
+                    )
+                except _Isolate:
+                    return self.hub.store.run(
+                        lambda tx: self._transaction(tx, work, savepoints=True)
+                    )
             except DBAPIError as exc:
                 if attempt == attempts:
                     raise

@@ -150,6 +150,31 @@ class _S:
         )
     )
     insert_referral = insert(t.referrals)
+    insert_registration = insert(t.registrations)
+    update_consent = (
+        update(t.consents)
+        .where(t.consents.c.consent_id == bindparam("b_id"))
+        .values(
+            {
+                c: bindparam(c)
+                for c in (
+                    "status",
+                    "kind",
+                    "patient_bsn",
+                    "names_referrals",
+                    "period_start",
+                    "started",
+                    "body",
+                    "updated_at",
+                )
+            }
+        )
+    )
+    insert_consent = insert(t.consents)
+    delete_consent_referrals = delete(t.consent_referrals).where(
+        t.consent_referrals.c.consent_id == bindparam("b_id")
+    )
+    insert_consent_referral = insert(t.consent_referrals)
     registration_exists = select(t.registrations.c.registration_id).where(
         t.registrations.c.registration_id == bindparam("b_id")
     )
@@ -203,6 +228,9 @@ class _S:
     insert_outbox = insert(t.outbox)
 
 
+_SET_ONCE: dict[tuple[str, ...], Any] = {}
+
+
 class Tx:
     """One transaction. Implements the domain's `GateStore` port (structurally)."""
 
@@ -239,16 +267,17 @@ class Tx:
         exists = self.conn.execute(_S.registration_exists, {"b_id": stored.registration_id}).first()
         if not exists:
             self.conn.execute(
-                insert(t.registrations).values(
-                    registration_id=stored.registration_id,
-                    referral_id=stored.referral.referral_id,
-                    recipient_id=stored.recipient_id,
-                    status="received",
-                    created_at=stored.received_at,
-                    updated_at=now,
-                    patient_bsn=str(stored.referral.client.bsn),
-                    practice_id=stored.referral.referrer.practice_id,
-                )
+                _S.insert_registration,
+                {
+                    "registration_id": stored.registration_id,
+                    "referral_id": stored.referral.referral_id,
+                    "recipient_id": stored.recipient_id,
+                    "status": "received",
+                    "created_at": stored.received_at,
+                    "updated_at": now,
+                    "patient_bsn": str(stored.referral.client.bsn),
+                    "practice_id": stored.referral.referrer.practice_id,
+                },
             )
 
     def referrals_of_patient(self, bsn: str) -> list[StoredReferral]:
@@ -277,23 +306,18 @@ class Tx:
             "updated_at": received_at,
         }
         updated = self.conn.execute(
-            update(t.consents).where(t.consents.c.consent_id == consent.consent_id).values(**values)
+            _S.update_consent, {"b_id": consent.consent_id, **values}
         ).rowcount
         if not updated:
             self.conn.execute(
-                insert(t.consents).values(
-                    consent_id=consent.consent_id, received_at=received_at, **values
-                )
+                _S.insert_consent,
+                {"consent_id": consent.consent_id, "received_at": received_at, **values},
             )
-        self.conn.execute(
-            delete(t.consent_referrals).where(
-                t.consent_referrals.c.consent_id == consent.consent_id
-            )
-        )
+        self.conn.execute(_S.delete_consent_referrals, {"b_id": consent.consent_id})
         refs = sorted({ref.value for ref in consent.referrals})
         if refs:
             self.conn.execute(
-                insert(t.consent_referrals),
+                _S.insert_consent_referral,
                 [{"consent_id": consent.consent_id, "referral_id": r} for r in refs],
             )
 
@@ -389,14 +413,18 @@ class Tx:
 
     def _set_once(self, registration_id: str, column: str, **values: datetime) -> None:
         """Set `values` on a registration unless `column` is already set (first one wins)."""
-        self.conn.execute(
-            update(t.registrations)
-            .where(
-                t.registrations.c.registration_id == registration_id,
-                t.registrations.c[column].is_(None),
+        key = (column, *sorted(values))
+        statement = _SET_ONCE.get(key)
+        if statement is None:
+            statement = _SET_ONCE[key] = (
+                update(t.registrations)
+                .where(
+                    t.registrations.c.registration_id == bindparam("b_id"),
+                    t.registrations.c[column].is_(None),
+                )
+                .values({name: bindparam(name) for name in values})
             )
-            .values(**values)
-        )
+        self.conn.execute(statement, {"b_id": registration_id, **values})
 
     def set_contact_due(self, registration_id: str, due_at: datetime) -> None:
         self._set_once(registration_id, "contact_due_at", contact_due_at=due_at)

@@ -96,3 +96,28 @@ def test_an_unreachable_store_sends_the_batch_back_to_the_broker(
         intake_pipeline(hub).process([_referral(1), _referral(2)])
     assert calls.count(b"VERW-R-1") == pipeline_module.STORE_ATTEMPTS  # bounded, then given back
     assert hub.store.outbox_rows(topic="dead-letter") == []  # not the messages' fault
+
+
+def test_a_record_failing_mid_apply_is_dead_lettered_and_its_writes_undone(hub: Hub) -> None:
+    """The batch is applied without savepoints first; a record failing half-way rolls it
+    all back, and the second pass (a savepoint per record) keeps the others."""
+    from schemas.errors import InvalidReferralError
+
+    pipeline = intake_pipeline(hub)
+    apply = pipeline._apply
+
+    def fails_after_writing(tx, record, prepared):  # type: ignore[no-untyped-def]
+        events = apply(tx, record, prepared)  # the referral is written ...
+        if record.key == b"VERW-R-3":
+            raise InvalidReferralError("refused half-way")  # ... then the record fails
+        return events
+
+    pipeline._apply = fails_after_writing
+    events = pipeline.process([_referral(i) for i in range(1, 5)])
+
+    dead = [(e.key, e.reason) for e in events if isinstance(e, MessageDeadLettered)]
+    assert dead == [("VERW-R-3", "invalid-referral")]
+    waiting = sorted(e.referral_id for e in events if isinstance(e, ReferralAwaitingConsent))
+    assert waiting == ["VERW-R-1", "VERW-R-2", "VERW-R-4"]
+    assert hub.store.run(lambda tx: tx.referral("VERW-R-3")) is None  # its write undone
+    assert hub.store.run(lambda tx: tx.referral("VERW-R-4")) is not None
