@@ -237,13 +237,23 @@ class Tx:
     def __init__(self, conn: Connection, now: Callable[[], datetime]) -> None:
         self.conn = conn
         self._now = now
+        # Read once per transaction: what this transaction itself writes keeps them current;
+        # a savepoint rolled back forgets them (see `savepoint`).
+        self._referrals: dict[str, StoredReferral | None] = {}
+        self._audit_head: tuple[int, str | None] | None = None
+        self._secrets: dict[str, str] = {}
 
     # --- referrals -----------------------------------------------------------------
     def referral(self, referral_id: str) -> StoredReferral | None:
+        if referral_id in self._referrals:
+            return self._referrals[referral_id]
         row = self.conn.execute(_S.referral_body, {"b_id": referral_id}).first()
-        return StoredReferral.model_validate_json(row.body) if row else None
+        stored = StoredReferral.model_validate_json(row.body) if row else None
+        self._referrals[referral_id] = stored
+        return stored
 
     def put_referral(self, stored: StoredReferral) -> None:
+        self._referrals[stored.referral.referral_id] = stored
         now = self._now()
         values = {
             "registration_id": stored.registration_id,
@@ -495,6 +505,7 @@ class Tx:
         if not expired:
             return 0
         self.conn.execute(delete(t.referrals).where(t.referrals.c.registration_id.in_(expired)))
+        self._referrals.clear()
         self.conn.execute(
             update(t.feedback).where(t.feedback.c.registration_id.in_(expired)).values(summary="")
         )
@@ -595,8 +606,10 @@ class Tx:
 
     # --- audit ------------------------------------------------------------------------
     def last_audit(self) -> tuple[int, str | None]:
-        row = self.conn.execute(_S.last_audit).first()
-        return (row.seq, row.hash) if row else (0, None)
+        if self._audit_head is None:
+            row = self.conn.execute(_S.last_audit).first()
+            self._audit_head = (row.seq, row.hash) if row else (0, None)
+        return self._audit_head
 
     def insert_audit(self, entry: AuditEntry) -> None:
         self.conn.execute(
@@ -616,14 +629,19 @@ class Tx:
                 "prev_hash": entry.prev_hash,
             },
         )
+        self._audit_head = (entry.seq, entry.hash)
 
     def secret(self, name: str, make: Callable[[], str]) -> str:
         """A value kept in the store, made once (e.g. the pseudonym key)."""
+        if name in self._secrets:
+            return self._secrets[name]
         row = self.conn.execute(_S.secret, {"b_id": name}).first()
         if row:
-            return str(row.value)
-        value = make()
-        self.conn.execute(insert(t.hub_secrets).values(name=name, value=value))
+            value = str(row.value)
+        else:
+            value = make()
+            self.conn.execute(insert(t.hub_secrets).values(name=name, value=value))
+        self._secrets[name] = value
         return value
 
     def next_number(self, name: str) -> int:
@@ -668,8 +686,14 @@ class Tx:
 
     @contextlib.contextmanager
     def savepoint(self) -> Iterator[None]:
-        with self.conn.begin_nested():
-            yield
+        try:
+            with self.conn.begin_nested():
+                yield
+        except BaseException:
+            self._referrals.clear()
+            self._audit_head = None
+            self._secrets.clear()
+            raise
 
 
 @dataclass(frozen=True)
