@@ -157,8 +157,17 @@ def soak_stats(
         "growth_mib": None if early is None or late is None else late - early,
         "slope_mib_per_100k": slope,
         "broker_rss_end_mib": samples[-1][3] / MIB if samples and samples[-1][3] else None,
-        "samples": [[round(s[0], 2), int(s[1]), int(s[2]), int(s[3])] for s in samples],
+        "samples": [[round(s[0], 2), int(s[1]), int(s[2]), int(s[3])] for s in _thinned(samples)],
     }
+
+
+def _thinned(samples: list[list[float]], most: int = 1_000) -> list[list[float]]:
+    """At most `most` samples for the JSON and the plot, evenly spread, the last kept (the
+    figures above are computed from all of them)."""
+    if len(samples) <= most:
+        return samples
+    step = len(samples) / most
+    return [samples[int(i * step)] for i in range(most - 1)] + [samples[-1]]
 
 
 def soak_line(stats: dict[str, Any]) -> str:
