@@ -25,7 +25,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy.exc import DBAPIError
 
@@ -235,6 +235,26 @@ class BatchPipeline(Generic[P]):
         for event in events:
             log_event(self.event_type, event)
         return events
+
+
+def apply_in_order(
+    hub: Hub, items: list[tuple[BatchPipeline[Any], InboundRecord]]
+) -> list[HubEvent]:
+    """Records of several pipelines, in the order given, in one transaction (replay: the
+    live hub's processing order interleaves topics record by record). The same two passes
+    as `BatchPipeline.process`; no retries (the replay store is the operator's own)."""
+    work = [(pipeline, record, pipeline._prepared(record)) for pipeline, record in items]
+
+    def run(tx: Tx, savepoints: bool) -> list[HubEvent]:
+        events: list[HubEvent] = []
+        for pipeline, record, prepared in work:
+            events.extend(pipeline._transaction(tx, [(record, prepared)], savepoints=savepoints))
+        return events
+
+    try:
+        return hub.store.run(lambda tx: run(tx, False))
+    except _Isolate:
+        return hub.store.run(lambda tx: run(tx, True))
 
 
 def log_event(event_type: str, event: HubEvent) -> None:

@@ -30,7 +30,7 @@ from services.audit_log import append
 from services.consent.handlers import consent_pipeline
 from services.feedback.handlers import feedback_pipeline
 from services.intake.handlers import intake_pipeline
-from services.pipeline import BatchPipeline
+from services.pipeline import BatchPipeline, apply_in_order
 from services.runtime import Hub
 from services.timers.handlers import tick
 
@@ -228,13 +228,11 @@ async def replay(
     pending: list[tuple[str, InboundRecord]] = []
 
     def flush() -> None:
-        # consecutive records of one topic share a transaction; order is kept
-        while pending:
-            topic = pending[0][0]
-            run = []
-            while pending and pending[0][0] == topic:
-                run.append(pending.pop(0)[1])
-            pipelines[topic].process(run)
+        # one transaction per chunk, records in order, whatever their topics
+        items = [(pipelines[topic], record) for topic, record in pending]
+        pending.clear()
+        if items:
+            apply_in_order(hub, items)
 
     def handle(topic: str, records: list[InboundRecord]) -> None:
         pending.extend((topic, r) for r in records)
