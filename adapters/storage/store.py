@@ -32,6 +32,8 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -224,8 +226,17 @@ class _S:
     )
     insert_audit = insert(t.audit_log)
     secret = select(t.hub_secrets.c.value).where(t.hub_secrets.c.name == bindparam("b_id"))
-    outbox_exists = select(t.outbox.c.id).where(t.outbox.c.message_id == bindparam("b_id"))
-    insert_outbox = insert(t.outbox)
+    # one statement, not a look-up and an insert: the unique message id decides
+    insert_outbox_sqlite = (
+        sqlite_insert(t.outbox)
+        .on_conflict_do_nothing(index_elements=["message_id"])
+        .returning(t.outbox.c.id)
+    )
+    insert_outbox_pg = (
+        pg_insert(t.outbox)
+        .on_conflict_do_nothing(index_elements=["message_id"])
+        .returning(t.outbox.c.id)
+    )
 
 
 _SET_ONCE: dict[tuple[str, ...], Any] = {}
@@ -668,11 +679,13 @@ class Tx:
     # --- outbox --------------------------------------------------------------------
     def add_outbox(self, message: OutboundMessage) -> bool:
         """Insert unless a message with this id exists; True when inserted."""
-        exists = self.conn.execute(_S.outbox_exists, {"b_id": message.message_id}).first()
-        if exists:
-            return False
-        self.conn.execute(
-            _S.insert_outbox,
+        statement = (
+            _S.insert_outbox_pg
+            if self.conn.dialect.name == "postgresql"
+            else _S.insert_outbox_sqlite
+        )
+        inserted = self.conn.execute(
+            statement,
             {
                 "message_id": message.message_id,
                 "topic": message.topic,
@@ -681,8 +694,8 @@ class Tx:
                 "headers": _headers_json(message.headers),
                 "created_at": self._now(),
             },
-        )
-        return True
+        ).first()
+        return inserted is not None
 
     @contextlib.contextmanager
     def savepoint(self) -> Iterator[None]:
