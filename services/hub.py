@@ -162,6 +162,8 @@ class RunningHub:
                 "again (what the hub already has is recognised and changes nothing)"
             )
             await self.relay.replace_producer(_producer(self.hub.settings, self.bootstrap))
+            if self.sender is not None:  # the FHIR facade's producer
+                await self.sender.renew()
             self.broker, self.trackers = _consumers(self.hub, self.bootstrap, self.tuning)
             await _start_concurrently(self.broker)
         await self.wait_assigned()

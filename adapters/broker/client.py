@@ -3,6 +3,8 @@ event the way a GP system would, with CloudEvents headers and a fresh trace."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from datetime import UTC, datetime
 from uuid import uuid4
 
@@ -26,13 +28,24 @@ def inbound_headers(logical_topic: str, *, traceparent: str | None = None) -> He
 
 class Sender:
     def __init__(self, bootstrap: str) -> None:
-        self.producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap,
+        self.bootstrap = bootstrap
+        self.producer = self._producer()
+
+    def _producer(self) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap,
             acks="all",
             enable_idempotence=False,
             client_id="schakel-send",
             max_request_size=32 * 1024 * 1024,
         )
+
+    async def renew(self) -> None:
+        """A fresh producer, without metadata cached from a broker that lost its state."""
+        old, self.producer = self.producer, self._producer()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(old.stop(), 5)
+        await self.producer.start()
 
     async def __aenter__(self) -> Sender:
         try:

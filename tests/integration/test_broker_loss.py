@@ -7,12 +7,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
+
 from adapters.storage.store import Store
 from schemas.messages import OutboundMessage
-from services.demo.samples import fictional_bsn
+from services.demo.samples import fictional_bsn, referral_bundle, to_bytes
 from services.hub import start_hub
 from services.settings import DEMO_PARTICIPANTS, HubSettings
-from tests.integration.helpers import TopicReader, send_consent, send_referral, until
+from tests.integration.helpers import TopicReader, send_consent, send_referral, token, until
 
 WELFARE = "welzijn-hoogeveen"
 
@@ -24,7 +26,7 @@ async def test_the_hub_recovers_when_its_embedded_broker_dies(tmp_path: Path) ->
         database_url=db,
         participants=DEMO_PARTICIPANTS,
         topic_partitions=3,
-        http_enabled=False,
+        http_port=0,
         broker_watch_seconds=0.3,
         embedded_broker_log_dir=tmp_path,
     )
@@ -53,8 +55,16 @@ async def test_the_hub_recovers_when_its_embedded_broker_dies(tmp_path: Path) ->
         assert lost[welfare_topic] == 1  # the first release is gone with the old broker
         assert loss.requeued == {}  # nothing was published after the last intact check
 
-        # the hub works on the new broker: topics exist again, the consumers joined
-        await send_referral(running, "VERW-L-2", bsn=fictional_bsn(2))
+        # the hub works on the new broker: topics exist again, the consumers joined, and
+        # the FHIR facade publishes with a fresh producer
+        async with httpx.AsyncClient(
+            base_url=running.http_url or "",
+            headers={"Authorization": f"Bearer {token('praktijk-de-linde')}"},
+        ) as practice:
+            posted = await practice.post(
+                "/fhir/Bundle", content=to_bytes(referral_bundle("VERW-L-2", bsn=fictional_bsn(2)))
+            )
+        assert posted.status_code == 202, posted.text
         await send_consent(running, "c-L-2", "VERW-L-2", bsn=fictional_bsn(2))
         await until(
             lambda: store.count("releases") == 2 and not store.pending_outbox(1),
