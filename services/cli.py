@@ -56,11 +56,13 @@ def run() -> None:
     async def main() -> None:
         from services.hub import start_hub
 
-        running = await start_hub(settings)
+        # Handlers first: a SIGTERM during start-up then means "stop once started", not
+        # death half-way through.
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        running = await start_hub(settings)
         where = "embedded broker" if running.embedded else "Kafka"
         err.print(
             f"Schakel is running: {where} at [cyan]{running.bootstrap}[/], store {running.hub.store.dialect}. "

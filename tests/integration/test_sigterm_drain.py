@@ -19,7 +19,7 @@ from tests.integration.helpers import (
     until,
 )
 
-REFERRALS = 300
+REFERRALS = 600
 WELFARE = "welzijn-hoogeveen"
 
 
@@ -29,13 +29,16 @@ async def test_sigterm_under_load_drains_and_exits_cleanly(
     prefix = unique_prefix()
     db = f"sqlite:///{tmp_path / 'hub.db'}"
     env = process_env(kafka_bootstrap, db, prefix)
-    hub = HubProcess(env, ARTIFACTS / "sigterm-first.log")
-    await hub.start()
-    await hub.wait_for(event="hub started")
+    setup = HubProcess(env, ARTIFACTS / "sigterm-setup.log")
+    await setup.start()
+    await setup.wait_for(event="hub started")  # the topics exist now
+    assert await setup.terminate() == 0
     async with Sender(kafka_bootstrap) as sender:
         ids = await send_referrals_with_consent(sender, prefix, "T", range(REFERRALS))
     expected = {release_id(rid, WELFARE) for rid in ids}
 
+    hub = HubProcess(env, ARTIFACTS / "sigterm-first.log")
+    await hub.start()  # the whole backlog is waiting for it
     await hub.wait_for(outcome="released")  # work is under way
     returncode = await hub.terminate()
 
@@ -46,7 +49,7 @@ async def test_sigterm_under_load_drains_and_exits_cleanly(
     store = Store(db)
     try:
         released_at_stop = store.count("releases")
-        assert 0 < released_at_stop, "nothing was processed before SIGTERM"
+        assert 0 < released_at_stop < REFERRALS, "SIGTERM did not come while work was in hand"
         # drained: everything the finished batches produced was published before the exit
         assert store.pending_outbox(1) == []
         async with TopicReader(kafka_bootstrap, f"{prefix}welfare.{WELFARE}.referrals") as reader:
