@@ -1031,8 +1031,11 @@ class RelayLock:
 
     def release(self) -> None:
         if self._conn is not None:
-            with contextlib.suppress(Exception):
+            try:
                 self._conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": RELAY_LOCK_KEY})
+            except Exception:  # noqa: BLE001 - then the session must not go back to the pool
+                with contextlib.suppress(Exception):
+                    self._conn.invalidate()  # closing the session drops its lock
             with contextlib.suppress(Exception):
                 self._conn.close()
             self._conn = None
