@@ -20,7 +20,7 @@ from adapters.broker.admin import ClusterInfo, TopicReport, TopicSpec, cluster_i
 from adapters.broker.client import Sender
 from adapters.broker.consumer import AssignmentTracker, ConsumerTuning
 from adapters.broker.embedded import EmbeddedBroker
-from adapters.broker.outbox import OutboxRelay, make_producer
+from adapters.broker.outbox import OutboxRelay, relay_producer
 from adapters.broker.watch import BrokerWatch
 from adapters.logging import get_logger
 from adapters.participants import load_participants
@@ -128,14 +128,11 @@ class RunningHub:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.broker.stop(), 15)
             report = await ensure_topics(self.bootstrap, self.specs)
-            for name, wanted, actual in report.partition_mismatch:
-                log.warning(
-                    "topic came back with another partition count (a client re-created it "
-                    "before the hub did); keeping it",
-                    topic=name,
-                    wanted=wanted,
-                    actual=actual,
-                )
+            _warn_partition_mismatch(
+                report,
+                "topic came back with another partition count (a client re-created it "
+                "before the hub did); keeping it",
+            )
             loss = await asyncio.to_thread(self.hub.store.broker_lost, last_good)
             self.losses.append(loss)
             for lost in loss.lost:
@@ -161,7 +158,9 @@ class RunningHub:
                 "the broker and cannot be known to the hub; their senders must send them "
                 "again (what the hub already has is recognised and changes nothing)"
             )
-            await self.relay.replace_producer(_producer(self.hub.settings, self.bootstrap))
+            await self.relay.replace_producer(
+                relay_producer(self.bootstrap, self.hub.settings.max_message_bytes)
+            )
             if self.sender is not None:  # the FHIR facade's producer
                 await self.sender.renew()
             self.broker, self.trackers = _consumers(self.hub, self.bootstrap, self.tuning)
@@ -210,13 +209,9 @@ async def start_hub(
         topics = Topics(settings.topic_prefix)
         specs = topic_specs(settings, participants, topics)
         report = await ensure_topics(bootstrap, specs)
-        for name, wanted, actual in report.partition_mismatch:
-            log.warning(
-                "topic has another partition count than configured; keeping it",
-                topic=name,
-                wanted=wanted,
-                actual=actual,
-            )
+        _warn_partition_mismatch(
+            report, "topic has another partition count than configured; keeping it"
+        )
         log.info(
             "topics ready",
             created=len(report.created),
@@ -229,7 +224,9 @@ async def start_hub(
         hub = Hub(
             settings=settings, participants=participants, store=store, topics=topics, clock=clock
         )
-        relay = OutboxRelay(store, _producer(settings, bootstrap), bootstrap=bootstrap)
+        relay = OutboxRelay(
+            store, relay_producer(bootstrap, settings.max_message_bytes), bootstrap=bootstrap
+        )
         hub.relay = relay
 
         tuning = ConsumerTuning.choose(
@@ -301,8 +298,9 @@ async def start_hub(
     return running
 
 
-def _producer(settings: HubSettings, bootstrap: str):  # type: ignore[no-untyped-def]
-    return make_producer(bootstrap, max(1_048_576, settings.max_message_bytes * 2 + 65_536))
+def _warn_partition_mismatch(report: TopicReport, message: str) -> None:
+    for name, wanted, actual in report.partition_mismatch:
+        log.warning(message, topic=name, wanted=wanted, actual=actual)
 
 
 def _consumers(

@@ -32,7 +32,7 @@ from sqlalchemy.exc import DBAPIError
 from adapters.broker.dead_letter import dead_letter
 from adapters.logging import get_logger
 from adapters.redaction import redact
-from adapters.storage.store import Tx
+from adapters.storage.store import Store, Tx
 from schemas.errors import InternalError, SchakelError, StoreRejectedError
 from schemas.messages import InboundRecord
 from schemas.registration import HubEvent, MessageDeadLettered, ReprocessIgnored
@@ -185,14 +185,10 @@ class BatchPipeline(Generic[P]):
         delay = STORE_BACKOFF_START
         for attempt in range(1, attempts + 1):
             try:
-                try:
-                    return self.hub.store.run(
-                        lambda tx: self._transaction(tx, work, savepoints=False)
-                    )
-                except _Isolate:
-                    return self.hub.store.run(
-                        lambda tx: self._transaction(tx, work, savepoints=True)
-                    )
+                return _in_two_passes(
+                    self.hub.store,
+                    lambda tx, savepoints: self._transaction(tx, work, savepoints=savepoints),
+                )
             except DBAPIError as exc:
                 if attempt == attempts:
                     raise
@@ -251,10 +247,16 @@ def apply_in_order(
             events.extend(pipeline._transaction(tx, [(record, prepared)], savepoints=savepoints))
         return events
 
+    return _in_two_passes(hub.store, run)
+
+
+def _in_two_passes(store: Store, run: Callable[[Tx, bool], list[HubEvent]]) -> list[HubEvent]:
+    """`run(tx, savepoints)` without savepoints first; if a record failed (`_Isolate`), the
+    transaction is rolled back and run again with a savepoint per record."""
     try:
-        return hub.store.run(lambda tx: run(tx, False))
+        return store.run(lambda tx: run(tx, False))
     except _Isolate:
-        return hub.store.run(lambda tx: run(tx, True))
+        return store.run(lambda tx: run(tx, True))
 
 
 def log_event(event_type: str, event: HubEvent) -> None:

@@ -54,6 +54,12 @@ def make_producer(bootstrap: str, max_request_size: int) -> AIOKafkaProducer:
     )
 
 
+def relay_producer(bootstrap: str, max_message_bytes: int) -> AIOKafkaProducer:
+    """The relay's producer: room for the largest outbound message the hub may build from an
+    inbound one of `max_message_bytes` (twice its size, plus headers)."""
+    return make_producer(bootstrap, max(1_048_576, max_message_bytes * 2 + 65_536))
+
+
 class OutboxRelay:
     def __init__(
         self,

@@ -444,6 +444,14 @@ def revoked_count(store: Any) -> int:
         )
 
 
+async def produce(sender: Sender, prefix: str, logical: str, value: bytes, key: str) -> None:
+    """One inbound message as a GP system or welfare organisation writes it (CloudEvents
+    headers, a fresh trace), produced without waiting for the acknowledgement."""
+    await sender.producer.send(
+        prefix + logical, value, key=key.encode(), headers=list(inbound_headers(logical))
+    )
+
+
 async def send_referrals_with_consent(
     sender: Sender, prefix: str, series: str, numbers: range
 ) -> list[str]:
@@ -453,17 +461,11 @@ async def send_referrals_with_consent(
     for i in numbers:
         rid = f"VERW-{series}-{i:04d}"
         ids.append(rid)
-        await sender.producer.send(
-            prefix + names.REFERRAL_CREATED,
-            to_bytes(referral_bundle(rid, bsn=fictional_bsn(i))),
-            key=rid.encode(),
-            headers=list(inbound_headers(names.REFERRAL_CREATED)),
+        bsn = fictional_bsn(i)
+        await produce(
+            sender, prefix, names.REFERRAL_CREATED, to_bytes(referral_bundle(rid, bsn=bsn)), rid
         )
-        await sender.producer.send(
-            prefix + names.CONSENT_GRANTED,
-            to_bytes(consent_resource(f"c-{series}-{i}", referral_id=rid, bsn=fictional_bsn(i))),
-            key=rid.encode(),
-            headers=list(inbound_headers(names.CONSENT_GRANTED)),
-        )
+        consent = consent_resource(f"c-{series}-{i}", referral_id=rid, bsn=bsn)
+        await produce(sender, prefix, names.CONSENT_GRANTED, to_bytes(consent), rid)
     await sender.producer.flush()
     return ids

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import orjson
 
-from adapters.broker.client import Sender, inbound_headers
+from adapters.broker.client import Sender
 from adapters.storage.store import Store
 from schemas import topics as names
 from schemas.feedback import WelfareFeedback
@@ -25,6 +25,7 @@ from tests.integration.helpers import (
     HubProcess,
     TopicReader,
     process_env,
+    produce,
     revoked_count,
     unique_prefix,
     until,
@@ -33,10 +34,6 @@ from tests.integration.helpers import (
 KILLS_PER_PHASE = 11
 REFERRALS = 150
 WELFARE, MUNICIPALITY, PRACTICE = "welzijn-hoogeveen", "gemeente-hoogeveen", "praktijk-de-linde"
-
-
-def _bsn(i: int) -> str:
-    return fictional_bsn(i)
 
 
 async def _kill_loop(
@@ -79,21 +76,17 @@ async def test_random_sigkills_lose_and_duplicate_nothing(
             consent = consent_resource(
                 f"c-X-{i}",
                 referral_id=rid,
-                bsn=_bsn(i),
+                bsn=fictional_bsn(i),
                 municipality_cbs=("0118",) if with_municipality else (),
             )
-            await sender.producer.send(
-                prefix + names.REFERRAL_CREATED,
-                to_bytes(referral_bundle(rid, bsn=_bsn(i))),
-                key=rid.encode(),
-                headers=list(inbound_headers(names.REFERRAL_CREATED)),
+            await produce(
+                sender,
+                prefix,
+                names.REFERRAL_CREATED,
+                to_bytes(referral_bundle(rid, bsn=fictional_bsn(i))),
+                rid,
             )
-            await sender.producer.send(
-                prefix + names.CONSENT_GRANTED,
-                to_bytes(consent),
-                key=rid.encode(),
-                headers=list(inbound_headers(names.CONSENT_GRANTED)),
-            )
+            await produce(sender, prefix, names.CONSENT_GRANTED, to_bytes(consent), rid)
         await sender.producer.flush()
 
         moments = await _kill_loop(env, rng, KILLS_PER_PHASE, "a")
@@ -127,23 +120,13 @@ async def test_random_sigkills_lose_and_duplicate_nothing(
                 "summary": "Contact gehad.",
             }
             expected[PRACTICE].add(message_id_of(WelfareFeedback.model_validate(body)))
-            await sender.producer.send(
-                prefix + names.FEEDBACK_RETURNED,
-                orjson.dumps(body),
-                key=rid.encode(),
-                headers=list(inbound_headers(names.FEEDBACK_RETURNED)),
-            )
+            await produce(sender, prefix, names.FEEDBACK_RETURNED, orjson.dumps(body), rid)
         for i in range(0, REFERRALS, 7):
             rid = f"VERW-X-{i:04d}"
             withdrawal = consent_resource(
-                f"c-X-{i}", referral_id=rid, bsn=_bsn(i), status="inactive"
+                f"c-X-{i}", referral_id=rid, bsn=fictional_bsn(i), status="inactive"
             )
-            await sender.producer.send(
-                prefix + names.CONSENT_WITHDRAWN,
-                to_bytes(withdrawal),
-                key=rid.encode(),
-                headers=list(inbound_headers(names.CONSENT_WITHDRAWN)),
-            )
+            await produce(sender, prefix, names.CONSENT_WITHDRAWN, to_bytes(withdrawal), rid)
             expected[WELFARE].add(message_id("revoked", rid, WELFARE))
             if rid in registered:
                 expected[MUNICIPALITY].add(message_id("revoked", rid, MUNICIPALITY))

@@ -15,6 +15,17 @@ from schemas.messages import OutboundMessage
 from tests.integration.helpers import TopicReader
 
 
+def _message(topic: str, i: int) -> OutboundMessage:
+    """Outbound message number `i`: four keys, so several partitions and an order each."""
+    return OutboundMessage(
+        f"id-{i}",
+        topic,
+        f"VERW-{i % 4}".encode(),
+        f"body {i}".encode(),
+        (("ce_id", f"id-{i}".encode()),),
+    )
+
+
 async def test_acknowledged_but_unmarked_rows_are_not_sent_again(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
@@ -22,16 +33,7 @@ async def test_acknowledged_but_unmarked_rows_are_not_sent_again(
     await ensure_topics(kafka_bootstrap, [TopicSpec(topic, 3)])
     store = Store(f"sqlite:///{tmp_path / 'outbox.db'}")
     store.migrate()
-    messages = [
-        OutboundMessage(
-            f"id-{i}",
-            topic,
-            f"VERW-{i % 4}".encode(),
-            f"body {i}".encode(),
-            (("ce_id", f"id-{i}".encode()),),
-        )
-        for i in range(12)
-    ]
+    messages = [_message(topic, i) for i in range(12)]
     for message in messages:
         store.run(lambda tx, m=message: tx.add_outbox(m))
 
@@ -41,16 +43,7 @@ async def test_acknowledged_but_unmarked_rows_are_not_sent_again(
     await first.producer.stop()
     await first.release_lock()  # as when its process dies
     # Later messages: the broker took some, then the hub died before marking them.
-    later = [
-        OutboundMessage(
-            f"id-{i}",
-            topic,
-            f"VERW-{i % 4}".encode(),
-            f"body {i}".encode(),
-            (("ce_id", f"id-{i}".encode()),),
-        )
-        for i in range(12, 20)
-    ]
+    later = [_message(topic, i) for i in range(12, 20)]
     for message in later:
         store.run(lambda tx, m=message: tx.add_outbox(m))
     async with Sender(kafka_bootstrap) as sender:

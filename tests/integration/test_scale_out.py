@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 
-from adapters.broker.client import Sender, inbound_headers
+from adapters.broker.client import Sender
 from adapters.storage.store import Store
 from schemas import topics as names
 from schemas.ids import message_id, release_id
@@ -17,6 +17,7 @@ from tests.integration.helpers import (
     HubProcess,
     TopicReader,
     process_env,
+    produce,
     revoked_count,
     send_referrals_with_consent,
     unique_prefix,
@@ -66,15 +67,11 @@ async def test_three_instances_share_work_and_survive_losing_one(
             )
             withdrawn = range(0, 2 * WAVE, 4)
             for i in withdrawn:
-                await sender.producer.send(
-                    prefix + names.CONSENT_WITHDRAWN,
-                    to_bytes(
-                        consent_resource(
-                            f"c-S-{i}", referral_id=_rid(i), bsn=fictional_bsn(i), status="inactive"
-                        )
-                    ),
-                    key=_rid(i).encode(),
-                    headers=list(inbound_headers(names.CONSENT_WITHDRAWN)),
+                withdrawal = consent_resource(
+                    f"c-S-{i}", referral_id=_rid(i), bsn=fictional_bsn(i), status="inactive"
+                )
+                await produce(
+                    sender, prefix, names.CONSENT_WITHDRAWN, to_bytes(withdrawal), _rid(i)
                 )
             await sender.producer.flush()
             await until(
