@@ -74,11 +74,13 @@ class BatchPipeline(Generic[P]):
         event_type: str,
         prepare: Callable[[InboundRecord], P],
         apply: Callable[[Tx, InboundRecord, P], list[HubEvent]],
+        prefetch: Callable[[Tx, list[P]], None] | None = None,
     ) -> None:
         self.hub = hub
         self.event_type = event_type
         self._prepare = prepare
         self._apply = apply
+        self._prefetch = prefetch
 
     def _prepared(self, record: InboundRecord) -> P | Failed:
         try:
@@ -102,6 +104,17 @@ class BatchPipeline(Generic[P]):
             detail=redact(error.detail),
         )
 
+    def _prefetch_for(self, tx: Tx, prepared: list[P]) -> None:
+        """What the records will look up, read for all of them at once. Only a saving: if
+        it fails for another reason than the store, each record reads its own."""
+        assert self._prefetch is not None
+        try:
+            self._prefetch(tx, prepared)
+        except DBAPIError:
+            raise
+        except Exception:  # noqa: BLE001 - the records' own reads decide, one by one
+            log.exception("prefetch failed; records read one by one")
+
     def _transaction(
         self, tx: Tx, work: list[tuple[InboundRecord, P | Failed]], *, savepoints: bool
     ) -> list[HubEvent]:
@@ -111,6 +124,8 @@ class BatchPipeline(Generic[P]):
         events: list[HubEvent] = []
         if self.hub.log_order:
             tx.log_processing([(r.topic, r.partition, r.offset, r.timestamp_ms) for r, _ in work])
+        if self._prefetch is not None:
+            self._prefetch_for(tx, [p for _, p in work if not isinstance(p, Failed)])
         for record, prepared in work:
             if self.hub.before_apply is not None:
                 self.hub.before_apply(record)

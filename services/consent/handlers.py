@@ -36,9 +36,16 @@ def consent_pipeline(hub: Hub, *, withdrawn: bool = False) -> BatchPipeline[Cons
         outputs_to_outbox(hub, tx, result, record)
         return list(result.events)
 
+    def prefetch(tx: Tx, batch: list[Consent]) -> None:
+        tx.prefetch(
+            consents=[c.consent_id for c in batch],
+            referrals=[ref.value for c in batch for ref in c.referrals],
+        )
+
     return BatchPipeline(
         hub,
         event_type=CE_CONSENT_WITHDRAWN if withdrawn else CE_CONSENT_GRANTED,
         prepare=prepare,
         apply=apply,
+        prefetch=prefetch,
     )

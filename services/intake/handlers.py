@@ -11,6 +11,7 @@ from adapters.fhir.referral import referral_from_fhir
 from adapters.fhir.validate import load_json, validate_resource
 from adapters.redaction import remember
 from adapters.storage.store import Tx
+from schemas.ids import registration_id_for
 from schemas.messages import InboundRecord
 from schemas.participants import Participant
 from schemas.referral import Referral
@@ -55,4 +56,14 @@ def intake_pipeline(hub: Hub) -> BatchPipeline[RoutedReferral]:
         outputs_to_outbox(hub, tx, result, record)
         return list(result.events)
 
-    return BatchPipeline(hub, event_type=CE_REFERRAL_CREATED, prepare=prepare, apply=apply)
+    def prefetch(tx: Tx, batch: list[RoutedReferral]) -> None:
+        tx.prefetch(
+            referrals=[r.referral.referral_id for r in batch],
+            registrations=[
+                registration_id_for(r.referral.referral_id, r.recipient.id) for r in batch
+            ],
+        )
+
+    return BatchPipeline(
+        hub, event_type=CE_REFERRAL_CREATED, prepare=prepare, apply=apply, prefetch=prefetch
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,7 +12,7 @@ from alembic.migration import MigrationContext
 
 from adapters.fhir.consent import consent_from_fhir
 from adapters.fhir.referral import referral_from_fhir
-from adapters.storage.store import Store
+from adapters.storage.store import Store, Tx
 from adapters.storage.tables import metadata
 from schemas.messages import OutboundMessage
 from schemas.participants import Participants
@@ -64,12 +65,61 @@ def test_outbox_keeps_one_copy_per_message_id_and_round_trips_bytes(store_url: s
         b"\x00\xffvalue",
         (("h", b"\xff"), ("h", b"2"), ("empty", b""), ("none", None)),
     )
-    assert store.run(lambda tx: tx.add_outbox(message)) is True
-    assert store.run(lambda tx: tx.add_outbox(message)) is False
-    (row,) = store.pending_outbox()
+    store.run(lambda tx: tx.add_outbox(message))
+    store.run(lambda tx: tx.add_outbox(message))
+
+    def twice_and_another(tx: Tx) -> None:  # written together, at the end (one executemany)
+        tx.add_outbox(message)
+        tx.add_outbox(replace(message, message_id="id-2"))
+        tx.add_outbox(message)
+
+    store.run(twice_and_another)
+    row, second = store.pending_outbox()
     assert row.message == message
+    assert second.message.message_id == "id-2"
+    assert row.id < second.id
+    store.mark_published([(second.id, 0, 40)])
     store.mark_published([(row.id, 0, 41)])
     assert store.pending_outbox() == []
+    store.dispose()
+
+
+def test_writes_kept_for_later_follow_savepoints_and_reads_see_them(
+    store_url: str, participants: Participants
+) -> None:
+    """Outbox rows, audit rows and status changes are written at the end of a transaction
+    or savepoint: a savepoint rolled back takes its own with it and nothing else, and the
+    transaction reads its own status changes before they are written."""
+    referral = referral_from_fhir(referral_bundle("VERW-S-9"), participants)
+    store = Store(store_url)
+    store.migrate()
+
+    def work(tx: Tx) -> tuple[str | None, str | None]:
+        gate.on_referral(tx, referral, WELFARE, NOW)
+        stored = tx.referral("VERW-S-9")
+        assert stored is not None
+        tx.add_outbox(OutboundMessage("kept", "topic-a", None, b"1", ()))
+        try:
+            with tx.savepoint():
+                tx.add_outbox(OutboundMessage("rolled-back", "topic-a", None, b"2", ()))
+                tx.add_status(stored.registration_id, "overdue", NOW, "test")
+                raise RuntimeError("this record fails")
+        except RuntimeError:
+            pass
+        after_rollback = tx.registration(stored.registration_id)
+        with tx.savepoint():
+            tx.add_outbox(OutboundMessage("in-savepoint", "topic-a", None, b"3", ()))
+            tx.add_status(stored.registration_id, "released", NOW, "test")
+        in_tx = tx.registration(stored.registration_id)
+        return (after_rollback.status if after_rollback else None, in_tx.status if in_tx else None)
+
+    after_rollback, in_tx = store.run(work)
+    assert after_rollback == "waiting-for-consent"
+    assert in_tx == "released"
+    assert [r.message.message_id for r in store.pending_outbox()] == ["kept", "in-savepoint"]
+    view = store.registration_of_referral("VERW-S-9")
+    assert view is not None and view.status == "released"
+    assert [e.status for e in view.timeline] == ["received", "waiting-for-consent", "released"]
     store.dispose()
 
 
