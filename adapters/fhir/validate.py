@@ -5,6 +5,11 @@ rules the reference validator applies and fhir.resources does not (empty arrays,
 order, absolute fullUrls, HTML in strings, active content in narrative). The corpus in
 `shared/corpus/fhir/fhir-test-cases` holds one example of each.
 
+The first layer has a fast path: the lean models of `adapters.fhir.lean`, never more
+permissive than fhir.resources, cover the referral Bundles and Consents GP systems send.
+What they accept is valid for fhir.resources too; anything else is judged by
+fhir.resources, so the verdicts and error texts are those of fhir.resources alone.
+
 Error details name paths and rules, never values: they go into dead-letter headers.
 """
 
@@ -18,6 +23,7 @@ import orjson
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
+from adapters.fhir import lean
 from schemas.errors import InvalidFhirError, InvalidJsonError, TooLargeError
 
 DEFAULT_MAX_BYTES = 1_000_000
@@ -67,6 +73,14 @@ def validate_resource(data: dict[str, Any]) -> str:
     resource_type = data.get("resourceType")
     if not isinstance(resource_type, str) or not resource_type:
         raise InvalidFhirError("no resourceType: not a FHIR resource")
+    if not lean.accepts(data):
+        _validate_full(data, resource_type)
+    _check_rules(data, resource_type)
+    return resource_type
+
+
+def _validate_full(data: dict[str, Any], resource_type: str) -> None:
+    """fhir.resources' R4B model of `resource_type`; raises `InvalidFhirError`."""
     try:
         model = get_fhir_model_class(resource_type)
     except (KeyError, ValueError, AttributeError, ImportError):
@@ -82,8 +96,6 @@ def validate_resource(data: dict[str, Any]) -> str:
         ) from None
     except Exception as exc:  # noqa: BLE001 - the validator's own failure is still bad input
         raise InvalidFhirError(f"{resource_type}: not valid FHIR ({type(exc).__name__})") from None
-    _check_rules(data, resource_type)
-    return resource_type
 
 
 def _check_rules(node: Any, path: str) -> None:
