@@ -93,6 +93,8 @@ releases = Table(
     Column("released_at", UtcDateTime, nullable=False),
     Column("fingerprint", String(64), nullable=False, server_default=""),
     Column("revoked_at", UtcDateTime, nullable=True),
+    # "did another referral of this registration reach this recipient?" on every release
+    Index("ix_releases_registration_recipient", "registration_id", "recipient_id"),
 )
 
 counters = Table(
