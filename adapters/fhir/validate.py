@@ -75,7 +75,11 @@ def validate_resource(data: dict[str, Any]) -> str:
         raise InvalidFhirError("no resourceType: not a FHIR resource")
     if not lean.accepts(data):
         _validate_full(data, resource_type)
-    _check_rules(data, resource_type)
+    try:
+        _scan(data)
+    except _Found:
+        _check_rules(data, resource_type)  # the walk that names where; raises
+        raise InvalidFhirError(f"{resource_type}: breaks a rule of FHIR R4 JSON") from None
     return resource_type
 
 
@@ -96,6 +100,47 @@ def _validate_full(data: dict[str, Any], resource_type: str) -> None:
         ) from None
     except Exception as exc:  # noqa: BLE001 - the validator's own failure is still bad input
         raise InvalidFhirError(f"{resource_type}: not valid FHIR ({type(exc).__name__})") from None
+
+
+class _Found(Exception):  # noqa: N818 - a signal: `_check_rules` then says what and where
+    pass
+
+
+def _scan(node: Any) -> None:
+    """`_check_rules` without building a path for every element (most input breaks none of
+    the rules): raises `_Found` where `_check_rules` would raise."""
+    if isinstance(node, dict):
+        if "fhir_comments" in node:
+            raise _Found
+        if node.get("resourceType") == "Bundle":
+            try:
+                _check_bundle(node, "")
+            except InvalidFhirError:
+                raise _Found from None
+        start, end = node.get("start"), node.get("end")
+        if isinstance(start, str) and isinstance(end, str) and not _ordered(start, end):
+            raise _Found
+        for key, value in node.items():
+            if key == "div" and isinstance(value, str):
+                if _ACTIVE_XHTML.search(value):
+                    raise _Found
+                continue
+            if isinstance(value, str):
+                if "<" in value and _HTML_IN_STRING.search(value):
+                    raise _Found
+            elif isinstance(value, dict | list):
+                _scan(value)
+    elif isinstance(node, list):
+        if not node:
+            raise _Found
+        for item in node:
+            if isinstance(item, str):
+                if "<" in item and _HTML_IN_STRING.search(item):
+                    raise _Found
+            elif isinstance(item, dict | list):
+                _scan(item)
+    elif isinstance(node, str) and _HTML_IN_STRING.search(node):
+        raise _Found
 
 
 def _check_rules(node: Any, path: str) -> None:
