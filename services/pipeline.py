@@ -22,6 +22,7 @@ Store failures abort the batch; it is retried with bounded exponential backoff. 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -254,12 +255,16 @@ def apply_in_order(
     """Records of several pipelines, in the order given, in one transaction (replay: the
     live hub's processing order interleaves topics record by record). The same two passes
     as `BatchPipeline.process`; no retries (the replay store is the operator's own)."""
-    work = [(pipeline, record, pipeline._prepared(record)) for pipeline, record in items]
+    # consecutive records of one pipeline go together, so that its prefetch reads for all
+    runs = [
+        (pipeline, [(record, pipeline._prepared(record)) for _, record in run])
+        for pipeline, run in itertools.groupby(items, key=lambda item: item[0])
+    ]
 
     def run(tx: Tx, savepoints: bool) -> list[HubEvent]:
         events: list[HubEvent] = []
-        for pipeline, record, prepared in work:
-            events.extend(pipeline._transaction(tx, [(record, prepared)], savepoints=savepoints))
+        for pipeline, work in runs:
+            events.extend(pipeline._transaction(tx, work, savepoints=savepoints))
         return events
 
     return _in_two_passes(hub.store, run)
