@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
+from pydantic import BaseModel
 from sqlalchemy import (
     Connection,
     Engine,
@@ -45,6 +46,7 @@ from schemas.messages import OutboundMessage
 from schemas.registration import RegistrationState, ReleaseState, StoredReferral
 
 T = TypeVar("T")
+B = TypeVar("B", bound=BaseModel)
 
 _RETRY_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock
 MAX_ATTEMPTS = 8
@@ -184,9 +186,6 @@ class _S:
         t.consent_referrals.c.consent_id == bindparam("b_id")
     )
     insert_consent_referral = insert(t.consent_referrals)
-    registration_exists = select(t.registrations.c.registration_id).where(
-        t.registrations.c.registration_id == bindparam("b_id")
-    )
     consent_body = select(t.consents.c.body).where(t.consents.c.consent_id == bindparam("b_id"))
     consent_bodies = select(t.consents.c.consent_id, t.consents.c.body).where(
         t.consents.c.consent_id.in_(bindparam("b_ids", expanding=True))
@@ -318,24 +317,14 @@ class Tx:
         the referrals found)."""
         referrals = list(referrals)
         for chunk in self._unread_chunks(referrals, self._referrals):
-            found = dict(self.conn.execute(_S.referral_bodies, {"b_ids": chunk}).all())
-            for referral_id in chunk:
-                body = found.get(referral_id)
-                self._referrals[referral_id] = (
-                    StoredReferral.model_validate_json(body) if body is not None else None
-                )
+            self._referrals.update(self._bodies(_S.referral_bodies, chunk, StoredReferral))
         for chunk in self._unread_chunks(referrals, self._releases):
             releases: dict[str, dict[str, ReleaseState]] = {r: {} for r in chunk}
             for row in self.conn.execute(_S.releases_in, {"b_ids": chunk}):
                 releases[row.referral_id][row.recipient_id] = _release_state(row)
             self._releases.update(releases)
         for chunk in self._unread_chunks(consents, self._consents):
-            found = dict(self.conn.execute(_S.consent_bodies, {"b_ids": chunk}).all())
-            for consent_id in chunk:
-                body = found.get(consent_id)
-                self._consents[consent_id] = (
-                    Consent.model_validate_json(body) if body is not None else None
-                )
+            self._consents.update(self._bodies(_S.consent_bodies, chunk, Consent))
         of_referrals = (s.registration_id for r in referrals if (s := self._referrals.get(r)))
         for chunk in self._unread_chunks([*registrations, *of_referrals], self._registrations):
             states: dict[str, RegistrationState | None] = dict.fromkeys(chunk)
@@ -343,8 +332,12 @@ class Tx:
                 states[row.registration_id] = self._with_pending_status(_registration_state(row))
             self._registrations.update(states)
 
-    # --- referrals -----------------------------------------------------------------
+    def _bodies(self, statement: Any, ids: list[str], model: type[B]) -> dict[str, B | None]:
+        """(id, body) rows of `statement` for `ids`, parsed; None for an id not found."""
+        found = dict(self.conn.execute(statement, {"b_ids": ids}).all())
+        return {i: model.model_validate_json(found[i]) if i in found else None for i in ids}
 
+    # --- referrals -----------------------------------------------------------------
     def referral(self, referral_id: str) -> StoredReferral | None:
         if referral_id in self._referrals:
             return self._referrals[referral_id]
@@ -379,14 +372,7 @@ class Tx:
                     **values,
                 },
             )
-        registration = self._registrations.get(stored.registration_id, _UNREAD)
-        if registration is _UNREAD:
-            exists = self.conn.execute(
-                _S.registration_exists, {"b_id": stored.registration_id}
-            ).first()
-        else:
-            exists = registration is not None
-        if not exists:
+        if self.registration(stored.registration_id) is None:
             self.conn.execute(
                 _S.insert_registration,
                 {
@@ -585,8 +571,8 @@ class Tx:
         self.conn.execute(statement, {"b_id": registration_id, **values})
         known = self._registrations.get(registration_id)
         if known is not None and getattr(known, column) is None:
-            self._update_registration(
-                registration_id, **{k: v for k, v in values.items() if k in _STATE_FIELDS}
+            self._registrations[registration_id] = known.model_copy(
+                update={k: v for k, v in values.items() if k in _STATE_FIELDS}
             )
 
     def set_contact_due(self, registration_id: str, due_at: datetime) -> None:
