@@ -39,6 +39,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from adapters.storage import tables as t
+from adapters.storage.direct import Direct
 from schemas.audit import AuditEntry
 from schemas.consent import Consent
 from schemas.feedback import WelfareFeedback
@@ -240,6 +241,7 @@ class _S:
         select(t.audit_log.c.seq, t.audit_log.c.hash).order_by(t.audit_log.c.seq.desc()).limit(1)
     )
     insert_audit = insert(t.audit_log)
+    insert_processing_log = insert(t.processing_log)
     secret = select(t.hub_secrets.c.value).where(t.hub_secrets.c.name == bindparam("b_id"))
     # not a look-up and an insert: the unique message id decides
     insert_outbox_sqlite = sqlite_insert(t.outbox).on_conflict_do_nothing(
@@ -268,6 +270,7 @@ class Tx:
 
     def __init__(self, conn: Connection, now: Callable[[], datetime]) -> None:
         self.conn = conn
+        self._db = Direct(conn)  # the hot statements, on the DBAPI cursor
         self._now = now
         self._referrals: dict[str, StoredReferral | None] = {}
         self._consents: dict[str, Consent | None] = {}
@@ -285,10 +288,10 @@ class Tx:
         """Write what was kept for later (called before commit, and by `savepoint`)."""
         later, self._later = self._later, {}
         for statement, rows in later.items():
-            self.conn.execute(statement, rows)
+            self._db.execute_many(statement, rows)
         if self._statuses:
             statuses, self._statuses = self._statuses, {}
-            self.conn.execute(_S.set_status, list(statuses.values()))
+            self._db.execute_many(_S.set_status, list(statuses.values()))
 
     def _forget(self) -> None:
         self._referrals.clear()
@@ -341,8 +344,8 @@ class Tx:
     def referral(self, referral_id: str) -> StoredReferral | None:
         if referral_id in self._referrals:
             return self._referrals[referral_id]
-        row = self.conn.execute(_S.referral_body, {"b_id": referral_id}).first()
-        stored = StoredReferral.model_validate_json(row.body) if row else None
+        rows = self._db.rows(_S.referral_body, {"b_id": referral_id})
+        stored = StoredReferral.model_validate_json(rows[0][0]) if rows else None
         self._referrals[referral_id] = stored
         return stored
 
@@ -357,14 +360,11 @@ class Tx:
             "body": stored.model_dump_json(),
             "updated_at": now,
         }
-        updated = (
-            known is not None
-            and self.conn.execute(
-                _S.update_referral, {"b_id": stored.referral.referral_id, **values}
-            ).rowcount
+        updated = known is not None and self._db.execute(
+            _S.update_referral, {"b_id": stored.referral.referral_id, **values}
         )
         if not updated:
-            self.conn.execute(
+            self._db.execute(
                 _S.insert_referral,
                 {
                     "referral_id": stored.referral.referral_id,
@@ -373,7 +373,7 @@ class Tx:
                 },
             )
         if self.registration(stored.registration_id) is None:
-            self.conn.execute(
+            self._db.execute(
                 _S.insert_registration,
                 {
                     "registration_id": stored.registration_id,
@@ -406,8 +406,8 @@ class Tx:
     def consent(self, consent_id: str) -> Consent | None:
         if consent_id in self._consents:
             return self._consents[consent_id]
-        row = self.conn.execute(_S.consent_body, {"b_id": consent_id}).first()
-        found = Consent.model_validate_json(row.body) if row else None
+        rows = self._db.rows(_S.consent_body, {"b_id": consent_id})
+        found = Consent.model_validate_json(rows[0][0]) if rows else None
         self._consents[consent_id] = found
         return found
 
@@ -425,29 +425,26 @@ class Tx:
             "body": consent.model_dump_json(),
             "updated_at": received_at,
         }
-        updated = (
-            known is not None
-            and self.conn.execute(
-                _S.update_consent, {"b_id": consent.consent_id, **values}
-            ).rowcount
+        updated = known is not None and self._db.execute(
+            _S.update_consent, {"b_id": consent.consent_id, **values}
         )
         if not updated:
-            self.conn.execute(
+            self._db.execute(
                 _S.insert_consent,
                 {"consent_id": consent.consent_id, "received_at": received_at, **values},
             )
         if known is not None:  # a consent not in the store has no referrals there either
-            self.conn.execute(_S.delete_consent_referrals, {"b_id": consent.consent_id})
+            self._db.execute(_S.delete_consent_referrals, {"b_id": consent.consent_id})
         refs = sorted({ref.value for ref in consent.referrals})
         if refs:
-            self.conn.execute(
+            self._db.execute_many(
                 _S.insert_consent_referral,
                 [{"consent_id": consent.consent_id, "referral_id": r} for r in refs],
             )
 
     def consents_for(self, referral_id: str, bsn: str) -> list[Consent]:
-        rows = self.conn.execute(_S.consents_for, {"b_id": referral_id, "b_bsn": str(bsn)})
-        return [Consent.model_validate_json(r.body) for r in rows]
+        rows = self._db.rows(_S.consents_for, {"b_id": referral_id, "b_bsn": str(bsn)})
+        return [Consent.model_validate_json(body) for (body,) in rows]
 
     def consents_starting(self, until: datetime) -> list[Consent]:
         rows = self.conn.execute(
@@ -478,7 +475,7 @@ class Tx:
         return {r.recipient_id: _release_state(r) for r in rows}
 
     def record_release(self, release: ReleaseState) -> None:
-        self.conn.execute(_S.insert_release, release.model_dump())
+        self._db.execute(_S.insert_release, release.model_dump())
         if release.referral_id in self._releases:
             self._releases[release.referral_id][release.recipient_id] = release
 
@@ -511,11 +508,11 @@ class Tx:
         self, registration_id: str, recipient_id: str, referral_id: str
     ) -> bool:
         """Did another referral of this registration already reach this recipient?"""
-        row = self.conn.execute(
+        rows = self._db.rows(
             _S.released_before,
             {"b_reg": registration_id, "b_rcp": recipient_id, "b_id": referral_id},
-        ).first()
-        return row is not None
+        )
+        return bool(rows)
 
     def live_releases(self, registration_id: str, recipient_id: str) -> int:
         return int(
@@ -530,10 +527,8 @@ class Tx:
 
     # --- registrations -------------------------------------------------------------
     def open_registration(self, bsn: str, recipient_id: str) -> str | None:
-        row = self.conn.execute(
-            _S.open_registration, {"b_bsn": str(bsn), "b_rcp": recipient_id}
-        ).first()
-        return row.registration_id if row else None
+        rows = self._db.rows(_S.open_registration, {"b_bsn": str(bsn), "b_rcp": recipient_id})
+        return str(rows[0][0]) if rows else None
 
     def registration(self, registration_id: str) -> RegistrationState | None:
         known = self._registrations.get(registration_id, _UNREAD)
@@ -568,7 +563,7 @@ class Tx:
                 )
                 .values({name: bindparam(name) for name in values})
             )
-        self.conn.execute(statement, {"b_id": registration_id, **values})
+        self._db.execute(statement, {"b_id": registration_id, **values})
         known = self._registrations.get(registration_id)
         if known is not None and getattr(known, column) is None:
             self._registrations[registration_id] = known.model_copy(
@@ -732,8 +727,8 @@ class Tx:
             self.conn.execute(
                 insert(t.counters).values(name=counter, value=first + len(records) - 1)
             )
-        self.conn.execute(
-            insert(t.processing_log),
+        self._db.execute_many(
+            _S.insert_processing_log,
             [
                 {
                     "seq": first + i,
@@ -749,8 +744,8 @@ class Tx:
     # --- audit ------------------------------------------------------------------------
     def last_audit(self) -> tuple[int, str | None]:
         if self._audit_head is None:
-            row = self.conn.execute(_S.last_audit).first()
-            self._audit_head = (row.seq, row.hash) if row else (0, None)
+            rows = self._db.rows(_S.last_audit, {})
+            self._audit_head = (int(rows[0][0]), rows[0][1]) if rows else (0, None)
         return self._audit_head
 
     def insert_audit(self, entry: AuditEntry) -> None:
@@ -777,9 +772,9 @@ class Tx:
         """A value kept in the store, made once (e.g. the pseudonym key)."""
         if name in self._secrets:
             return self._secrets[name]
-        row = self.conn.execute(_S.secret, {"b_id": name}).first()
-        if row:
-            value = str(row.value)
+        rows = self._db.rows(_S.secret, {"b_id": name})
+        if rows:
+            value = str(rows[0][0])
         else:
             value = make()
             self.conn.execute(insert(t.hub_secrets).values(name=name, value=value))

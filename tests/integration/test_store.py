@@ -6,7 +6,9 @@ import threading
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
@@ -120,6 +122,73 @@ def test_writes_kept_for_later_follow_savepoints_and_reads_see_them(
     view = store.registration_of_referral("VERW-S-9")
     assert view is not None and view.status == "released"
     assert [e.status for e in view.timeline] == ["received", "waiting-for-consent", "released"]
+    store.dispose()
+
+
+def test_statements_on_the_cursor_read_and_write_what_sqlalchemy_does(store_url: str) -> None:
+    """The hot statements run on the DBAPI cursor (adapters/storage/direct.py): what they
+    write is stored as SQLAlchemy stores it and reads back unchanged (aware UTC datetimes, booleans, bytes),
+    what SQLAlchemy wrote reads back through them, and a refused write raises SQLAlchemy's
+    own exception class, which the retries and dead-letter paths catch."""
+    from sqlalchemy import insert, select
+    from sqlalchemy.exc import IntegrityError
+
+    from adapters.storage import tables as t
+    from adapters.storage.direct import Direct
+
+    store = Store(store_url)
+    store.migrate()
+    amsterdam = datetime(2026, 12, 1, 13, 30, 15, 123456, tzinfo=ZoneInfo("Europe/Amsterdam"))
+    row = {
+        "consent_id": "c-direct",
+        "status": "active",
+        "kind": "permit",
+        "patient_bsn": None,
+        "names_referrals": True,
+        "period_start": amsterdam,
+        "started": False,
+        "body": "{}",
+        "received_at": NOW,
+        "updated_at": NOW,
+    }
+    by_sqlalchemy = {**row, "consent_id": "c-sqlalchemy"}
+    with store.engine.begin() as conn:
+        db = Direct(conn)
+        assert db.execute(insert(t.consents), row) == 1
+        conn.execute(insert(t.consents), by_sqlalchemy)
+        read = select(t.consents.c.period_start, t.consents.c.started, t.consents.c.received_at)
+        for consent_id in ("c-direct", "c-sqlalchemy"):
+            one = read.where(t.consents.c.consent_id == consent_id)
+            assert tuple(conn.execute(one).one()) == (amsterdam, False, NOW)
+            assert db.rows(one, {}) == [(amsterdam, False, NOW)]
+        # stored alike too (SQLite compares the text): the driver's own adapter would not
+        raw = conn.exec_driver_sql(
+            "SELECT period_start, started, received_at FROM consents ORDER BY consent_id DESC"
+        ).all()
+        assert raw[0] == raw[1]
+        for got in (tuple(conn.execute(one).one()), db.rows(one, {})[0]):
+            assert got[0].tzinfo is not None and got[0].utcoffset().total_seconds() == 0
+        db.execute_many(
+            insert(t.outbox),
+            [
+                {
+                    "message_id": f"m-{i}",
+                    "topic": "x",
+                    "key": None,
+                    "value": bytes([i, 0]),
+                    "headers": "[]",
+                    "created_at": NOW,
+                }
+                for i in range(3)
+            ],
+        )
+        assert [r.value for r in conn.execute(select(t.outbox).order_by(t.outbox.c.id))] == [
+            b"\x00\x00",
+            b"\x01\x00",
+            b"\x02\x00",
+        ]
+    with pytest.raises(IntegrityError), store.engine.begin() as conn:
+        Direct(conn).execute(insert(t.consents), row)  # the same primary key again
     store.dispose()
 
 

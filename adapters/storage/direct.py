@@ -1,0 +1,141 @@
+"""Built statements run on the DBAPI cursor of a SQLAlchemy connection.
+
+Executing a built statement through SQLAlchemy costs about 50 µs of Python per call on
+top of the database's own work (execution context, parameter construction, result
+wrapping: bench/results/latest-profile.txt), more than SQLite needs for the statement
+itself. The hub's hot statements are therefore compiled once per dialect and parameter
+set, with SQLAlchemy's own type processors (the same conversions, e.g. UtcDateTime, as
+every other statement), and run on the cursor of the connection's transaction.
+
+DBAPI errors are raised as SQLAlchemy's `DBAPIError` subclasses, as SQLAlchemy raises
+them, so retries and outage handling see no difference; a lost connection is invalidated
+so that the pool does not hand it out again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Connection
+from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql import Executable
+from sqlalchemy.sql.elements import BindParameter
+
+Processor = Callable[[Any], Any]
+_REQUIRED: Any = object()
+
+
+class Compiled:
+    """One statement for one dialect and one set of parameter names."""
+
+    __slots__ = ("sql", "_binds", "_positional", "_results")
+
+    def __init__(self, statement: Any, dialect: Dialect, keys: Sequence[str] | None) -> None:
+        compiled = statement.compile(
+            dialect=dialect,
+            column_keys=list(keys) if keys is not None else None,
+            for_executemany=True,  # no RETURNING added for an insert's primary key
+        )
+        self.sql: str = compiled.string
+        self._positional: bool = compiled.positional
+        escaped = getattr(compiled, "escaped_bind_names", None) or {}
+        by_name: dict[str, BindParameter[Any]] = {
+            name: bind for bind, name in compiled.bind_names.items()
+        }
+        order = compiled.positiontup if compiled.positional else list(by_name)
+        binds: list[tuple[str, str, Any, Processor | None]] = []
+        for name in order or ():
+            bind = by_name[name]
+            default = _REQUIRED if bind.required else bind.effective_value
+            processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            binds.append((escaped.get(name, name), bind.key, default, processor))
+        self._binds = tuple(binds)
+        columns = getattr(statement, "selected_columns", None)
+        self._results: tuple[Processor | None, ...] = tuple(
+            c.type.dialect_impl(dialect).result_processor(dialect, None) for c in (columns or ())
+        )
+
+    def parameters(self, values: Mapping[str, Any]) -> Any:
+        out = []
+        for _name, key, default, processor in self._binds:
+            value = values[key] if default is _REQUIRED else values.get(key, default)
+            out.append(value if processor is None else processor(value))
+        if self._positional:
+            return tuple(out)
+        return {b[0]: v for b, v in zip(self._binds, out, strict=True)}
+
+    def row(self, raw: Sequence[Any]) -> tuple[Any, ...]:
+        if not any(self._results):
+            return tuple(raw)
+        return tuple(
+            v if p is None or v is None else p(v) for p, v in zip(self._results, raw, strict=True)
+        )
+
+
+class Direct:
+    """Runs built statements on the cursor of `conn` (one transaction)."""
+
+    # keyed by the statement itself: the hub's are built once (module constants)
+    _cache: dict[tuple[str, Any, tuple[str, ...] | None], Compiled] = {}
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.dialect = conn.dialect
+        self._cursor: Any = None
+
+    def _compiled(self, statement: Any, keys: Iterable[str] | None) -> Compiled:
+        key = (self.dialect.name, statement, tuple(keys) if keys is not None else None)
+        compiled = self._cache.get(key)
+        if compiled is None:
+            compiled = self._cache[key] = Compiled(statement, self.dialect, key[2])
+        return compiled
+
+    def _cursor_of(self) -> Any:
+        if self._cursor is None:
+            self._cursor = self.conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        return self._cursor
+
+    def _fail(self, exc: Exception, sql: str, params: Any) -> DBAPIError:
+        dbapi = self.dialect.loaded_dbapi
+        lost = self.dialect.is_disconnect(exc, self.conn.connection.dbapi_connection, self._cursor)
+        if lost:
+            self._cursor = None
+            self.conn.invalidate(exc)
+        return DBAPIError.instance(sql, params, exc, dbapi.Error, connection_invalidated=lost)
+
+    def rows(self, statement: Executable, values: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """The rows of a select (processed as SQLAlchemy would)."""
+        compiled = self._compiled(statement, None)
+        params = compiled.parameters(values)
+        cursor = self._cursor_of()
+        try:
+            cursor.execute(compiled.sql, params)
+            raw = cursor.fetchall()
+        except self.dialect.loaded_dbapi.Error as exc:
+            raise self._fail(exc, compiled.sql, params) from exc
+        return [compiled.row(r) for r in raw]
+
+    def execute(self, statement: Executable, values: Mapping[str, Any]) -> int:
+        """An insert, update or delete; the number of rows it matched."""
+        compiled = self._compiled(statement, tuple(values))
+        params = compiled.parameters(values)
+        cursor = self._cursor_of()
+        try:
+            cursor.execute(compiled.sql, params)
+        except self.dialect.loaded_dbapi.Error as exc:
+            raise self._fail(exc, compiled.sql, params) from exc
+        return int(cursor.rowcount)
+
+    def execute_many(self, statement: Executable, rows: Sequence[Mapping[str, Any]]) -> None:
+        """One statement for many rows (all with the keys of the first)."""
+        if not rows:
+            return
+        compiled = self._compiled(statement, tuple(rows[0]))
+        params = [compiled.parameters(r) for r in rows]
+        cursor = self._cursor_of()
+        try:
+            cursor.executemany(compiled.sql, params)
+        except self.dialect.loaded_dbapi.Error as exc:
+            raise self._fail(exc, compiled.sql, params[:3]) from exc
