@@ -6,6 +6,7 @@ traceback or a debug print by accident.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Annotated, Any
 
@@ -22,6 +23,7 @@ _WEIGHTS = (9, 8, 7, 6, 5, 4, 3, 2, -1)
 TEST_BSN_RANGE = (999_900_006, 999_999_990)
 
 
+@functools.lru_cache(maxsize=32_768)  # each stored referral and consent is parsed again
 def bsn_valid(value: str) -> bool:
     """The 11-proef (DOMAIN §4): 9 ASCII digits, weighted sum divisible by 11."""
     if len(value) != 9 or not (value.isascii() and value.isdigit()) or value == "000000000":

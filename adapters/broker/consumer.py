@@ -35,7 +35,9 @@ async def safe_batch_parser(
 ) -> Any:
     try:
         sanitised = tuple(
-            dataclasses.replace(r, headers=[(k, v) for k, v in r.headers if _text_header(v)])
+            r
+            if all(_text_header(v) for _, v in r.headers)
+            else dataclasses.replace(r, headers=[(k, v) for k, v in r.headers if _text_header(v)])
             for r in records
         )
         message = await original(sanitised)

@@ -248,6 +248,29 @@ class _S:
         index_elements=["message_id"]
     )
     insert_outbox_pg = pg_insert(t.outbox).on_conflict_do_nothing(index_elements=["message_id"])
+    pending_outbox = (
+        select(
+            t.outbox.c.id,
+            t.outbox.c.message_id,
+            t.outbox.c.topic,
+            t.outbox.c.key,
+            t.outbox.c.value,
+            t.outbox.c.headers,
+            t.outbox.c.created_at,
+        )
+        .where(t.outbox.c.published_at.is_(None))
+        .order_by(t.outbox.c.id)
+        .limit(bindparam("b_limit"))
+    )
+    mark_published = (
+        update(t.outbox)
+        .where(t.outbox.c.id == bindparam("row_id"))
+        .values(
+            published_at=bindparam("published_at"),
+            sent_partition=bindparam("p"),
+            sent_offset=bindparam("o"),
+        )
+    )
 
 
 _SET_ONCE: dict[tuple[str, ...], Any] = {}
@@ -902,13 +925,21 @@ class Store:
     # --- outbox relay -------------------------------------------------------------
     def pending_outbox(self, limit: int = 500) -> list[OutboxRow]:
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(t.outbox)
-                .where(t.outbox.c.published_at.is_(None))
-                .order_by(t.outbox.c.id)
-                .limit(limit)
-            ).all()
-        return [_outbox_row(r) for r in rows]
+            rows = Direct(conn).rows(_S.pending_outbox, {"b_limit": limit})
+        return [
+            OutboxRow(
+                id=row_id,
+                created_at=created_at,
+                message=OutboundMessage(
+                    message_id=message_id,
+                    topic=topic,
+                    key=key,
+                    value=value,
+                    headers=_headers_from_json(headers),
+                ),
+            )
+            for row_id, message_id, topic, key, value, headers, created_at in rows
+        ]
 
     def mark_published(self, sent: list[tuple[int, int | None, int | None]]) -> None:
         """(row id, partition, offset) of what the broker acknowledged."""
@@ -916,13 +947,9 @@ class Store:
             return
         now = self._now()
         with self.engine.begin() as conn:
-            conn.execute(
-                update(t.outbox)
-                .where(t.outbox.c.id == bindparam("row_id"))
-                .values(
-                    published_at=now, sent_partition=bindparam("p"), sent_offset=bindparam("o")
-                ),
-                [{"row_id": i, "p": p, "o": o} for i, p, o in sent],
+            Direct(conn).execute_many(
+                _S.mark_published,
+                [{"row_id": i, "p": p, "o": o, "published_at": now} for i, p, o in sent],
             )
 
     def sent_positions(self, topics: list[str]) -> dict[tuple[str, int], int]:
