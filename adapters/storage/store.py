@@ -88,16 +88,25 @@ def timeline_rows(conn: Connection, registration_id: str) -> list[Any]:
     ).all()
 
 
-def _outbox_row(r: Any) -> OutboxRow:
+def _outbox_row(
+    row_id: int,
+    message_id: str,
+    topic: str,
+    key: bytes | None,
+    value: bytes | None,
+    headers: str,
+    created_at: datetime,
+) -> OutboxRow:
+    """From the columns of `_S.pending_outbox`, in that order."""
     return OutboxRow(
-        id=r.id,
-        created_at=r.created_at,
+        id=row_id,
+        created_at=created_at,
         message=OutboundMessage(
-            message_id=r.message_id,
-            topic=r.topic,
-            key=r.key,
-            value=r.value,
-            headers=_headers_from_json(r.headers),
+            message_id=message_id,
+            topic=topic,
+            key=key,
+            value=value,
+            headers=_headers_from_json(headers),
         ),
     )
 
@@ -915,31 +924,21 @@ class Store:
         self, *, topic: str, message_id: str | None = None, limit: int = 1000
     ) -> list[OutboxRow]:
         query = (
-            select(t.outbox).where(t.outbox.c.topic == topic).order_by(t.outbox.c.id).limit(limit)
+            select(*_S.pending_outbox.selected_columns)
+            .where(t.outbox.c.topic == topic)
+            .order_by(t.outbox.c.id)
+            .limit(limit)
         )
         if message_id is not None:
             query = query.where(t.outbox.c.message_id == message_id)
         with self.engine.connect() as conn:
-            return [_outbox_row(r) for r in conn.execute(query)]
+            return [_outbox_row(*row) for row in conn.execute(query)]
 
     # --- outbox relay -------------------------------------------------------------
     def pending_outbox(self, limit: int = 500) -> list[OutboxRow]:
         with self.engine.connect() as conn:
             rows = Direct(conn).rows(_S.pending_outbox, {"b_limit": limit})
-        return [
-            OutboxRow(
-                id=row_id,
-                created_at=created_at,
-                message=OutboundMessage(
-                    message_id=message_id,
-                    topic=topic,
-                    key=key,
-                    value=value,
-                    headers=_headers_from_json(headers),
-                ),
-            )
-            for row_id, message_id, topic, key, value, headers, created_at in rows
-        ]
+        return [_outbox_row(*row) for row in rows]
 
     def mark_published(self, sent: list[tuple[int, int | None, int | None]]) -> None:
         """(row id, partition, offset) of what the broker acknowledged."""
