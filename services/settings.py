@@ -41,6 +41,12 @@ class HubSettings(BaseSettings):
     retention_days: int = Field(
         default=7305, ge=1, description="closed registrations are kept this long (WGBO: 20 years)"
     )
+    outbox_keep_days: float = Field(
+        default=7.0,
+        gt=0,
+        description="the store's copies of published messages are deleted this long after "
+        "publishing (dead letters stay until `schakel dlq` handles them)",
+    )
     http_enabled: bool = Field(default=True, description="serve the HTTP API and console")
     http_host: str = Field(default="127.0.0.1")
     http_port: int = Field(default=8080, ge=0, le=65535, description="0: a free port")

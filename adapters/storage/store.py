@@ -14,7 +14,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -684,6 +684,24 @@ class Tx:
             .values(patient_bsn=None)
         )
         return len(expired)
+
+    def prune_outbox(self, keep: timedelta, except_topic: str, limit: int = 10_000) -> int:
+        """Delete (at most `limit`) outbox rows published more than `keep` ago, by the store's
+        clock (the one `Store.mark_published` stamps with): the broker has those messages,
+        and the store's copies hold the personal data they carry. Rows of `except_topic`
+        (the dead letters, which `schakel dlq` reads) stay. What is gone can no longer be
+        sent again by `schakel outbox requeue` or counted after a broker's loss."""
+        oldest = (
+            select(t.outbox.c.id)
+            .where(
+                t.outbox.c.published_at < self._now() - keep,
+                t.outbox.c.topic != except_topic,
+            )
+            .order_by(t.outbox.c.published_at)
+            .limit(limit)
+        )
+        deleted = self.conn.execute(delete(t.outbox).where(t.outbox.c.id.in_(oldest))).rowcount
+        return int(deleted or 0)
 
     def registration_patient(
         self, registration_id: str

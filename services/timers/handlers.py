@@ -1,11 +1,14 @@
 """`on_tick`: releases what consents whose period has begun now cover. Durable by
 construction: the work left to do is in the store (consents not yet marked started), so
-a hub that was down across a start time catches up on its first tick."""
+a hub that was down across a start time catches up on its first tick. Each tick also ends
+what is kept past its time: personal data of closed registrations past their retention,
+and the outbox's copies of messages published more than `SCHAKEL_OUTBOX_KEEP_DAYS` ago."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from datetime import timedelta
 
 from adapters.logging import get_logger
 from adapters.storage.store import Tx
@@ -32,6 +35,11 @@ def tick(hub: Hub) -> list[HubEvent]:
                 "retention ended: personal data of closed registrations deleted",
                 registrations=purged,
             )
+        pruned = tx.prune_outbox(
+            timedelta(days=hub.settings.outbox_keep_days), hub.topics.dead_letter
+        )
+        if pruned:
+            log.info("published messages past their keep time deleted from the outbox", rows=pruned)
         return list(result.events)
 
     return hub.store.run(work)

@@ -192,6 +192,55 @@ def test_statements_on_the_cursor_read_and_write_what_sqlalchemy_does(store_url:
     store.dispose()
 
 
+def test_published_outbox_rows_go_after_their_keep_time_and_dead_letters_stay(
+    store_url: str, participants: Participants
+) -> None:
+    """The outbox's copies of published messages (they carry personal data) are deleted by
+    the timer tick once published longer ago than `SCHAKEL_OUTBOX_KEEP_DAYS`; unpublished
+    rows, recent ones and dead letters (which `schakel dlq` reads) stay."""
+    from datetime import timedelta
+
+    from schemas.topics import Topics
+    from services.runtime import Hub
+    from services.settings import HubSettings
+    from services.timers.handlers import tick
+
+    clock = [NOW]
+    store = Store(store_url, now=lambda: clock[0])
+    store.migrate()
+    topics = Topics("")
+    messages = {"old": "welfare-a", "old-dead": topics.dead_letter, "recent": "welfare-a"}
+    messages |= {"pending": "welfare-a", "old-2": "gp-b"}
+
+    def add(tx: Tx) -> None:
+        for message_id, topic in messages.items():
+            tx.add_outbox(OutboundMessage(message_id, topic, None, b"x", ()))
+
+    store.run(add)
+    row = {r.message.message_id: r.id for r in store.pending_outbox()}
+    store.mark_published([(row[m], 0, i) for i, m in enumerate(("old", "old-dead", "old-2"))])
+    clock[0] = NOW + timedelta(days=6)
+    store.mark_published([(row["recent"], 0, 9)])
+    clock[0] = NOW + timedelta(days=7, minutes=1)
+
+    assert store.run(lambda tx: tx.prune_outbox(timedelta(days=7), topics.dead_letter, 1)) == 1
+    hub = Hub(
+        settings=HubSettings(outbox_keep_days=7),
+        participants=participants,
+        store=store,
+        topics=topics,
+        clock=lambda: clock[0],
+    )
+    tick(hub)
+    left = {
+        r.message.message_id
+        for topic in set(messages.values())
+        for r in store.outbox_rows(topic=topic)
+    }
+    assert left == {"old-dead", "recent", "pending"}
+    store.dispose()
+
+
 class _PauseAfterRead:
     """Wraps a transaction: after its first `method` read, waits (once) for the other
     transaction to have read too. That forces the write-skew interleaving: both have looked
