@@ -99,10 +99,15 @@ class Direct:
 
     def _fail(self, exc: Exception, sql: str, params: Any) -> DBAPIError:
         dbapi = self.dialect.loaded_dbapi
-        lost = self.dialect.is_disconnect(exc, self.conn.connection.dbapi_connection, self._cursor)
+        try:
+            raw = self.conn.connection.dbapi_connection
+            lost = self.dialect.is_disconnect(exc, raw, self._cursor)
+        except Exception:  # noqa: BLE001 - the connection is unusable: treat it as lost
+            lost = True
         if lost:
             self._cursor = None
-            self.conn.invalidate(exc)
+            if not self.conn.invalidated:
+                self.conn.invalidate(exc)
         return DBAPIError.instance(sql, params, exc, dbapi.Error, connection_invalidated=lost)
 
     def rows(self, statement: Executable, values: Mapping[str, Any]) -> list[tuple[Any, ...]]:

@@ -192,6 +192,35 @@ def test_statements_on_the_cursor_read_and_write_what_sqlalchemy_does(store_url:
     store.dispose()
 
 
+def test_a_connection_lost_under_a_statement_on_the_cursor_is_invalidated(
+    postgres_url: str,
+) -> None:
+    """PostgreSQL ends the session in the middle of a transaction: the statement on the
+    cursor raises SQLAlchemy's OperationalError marked as a lost connection (what the
+    pipeline's outage handling waits out), and the pool hands out a working connection
+    next instead of the dead one."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
+
+    from adapters.storage.direct import Direct
+    from adapters.storage.store import _S
+
+    store = Store(postgres_url)
+    store.migrate()
+    conn = store.engine.connect()
+    conn.begin()
+    pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+    with store.engine.connect() as other:
+        other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    with pytest.raises(OperationalError) as raised:
+        Direct(conn).rows(_S.secret, {"b_id": "pseudonym-key"})
+    assert raised.value.connection_invalidated
+    assert conn.invalidated
+    conn.close()
+    assert store.run(lambda tx: tx.secret("a-name", lambda: "made")) == "made"
+    store.dispose()
+
+
 def test_published_outbox_rows_go_after_their_keep_time_and_dead_letters_stay(
     store_url: str, participants: Participants
 ) -> None:
