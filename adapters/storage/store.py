@@ -1129,7 +1129,8 @@ def _engine(url: str) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30})
+        # hide_parameters: SQL errors never carry the values (personal data) into a log line
+        engine = create_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
 
         @event.listens_for(engine, "connect")
         def _connect(dbapi_connection: Any, _record: Any) -> None:
@@ -1145,7 +1146,9 @@ def _engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, isolation_level="SERIALIZABLE", pool_pre_ping=True)
+    return create_engine(
+        url, isolation_level="SERIALIZABLE", pool_pre_ping=True, hide_parameters=True
+    )
 
 
 RELAY_LOCK_KEY = 0x5C4A4B45  # PostgreSQL advisory lock key of the outbox relay ("SKLE")

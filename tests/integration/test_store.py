@@ -191,6 +191,9 @@ def test_statements_on_the_cursor_read_and_write_what_sqlalchemy_does(store_url:
         Direct(conn).execute(insert(t.consents), row)  # the same primary key again
     # the parameters (personal data) stay out of its text; the database's own words may not
     assert "parameters hidden" in str(refused.value)
+    with pytest.raises(IntegrityError) as refused, store.engine.begin() as conn:
+        conn.execute(insert(t.consents), by_sqlalchemy)  # and through SQLAlchemy's own path
+    assert "parameters hidden" in str(refused.value)
     store.dispose()
 
 
