@@ -9,14 +9,14 @@ conversions, e.g. UtcDateTime, as every other statement), and run on the cursor 
 connection's transaction.
 
 DBAPI errors are raised as SQLAlchemy's `DBAPIError` subclasses, as SQLAlchemy raises
-them, so retries and outage handling see no difference (their text leaves the parameters
-out: they hold personal data); a lost connection is invalidated so that the pool does not
+them, so retries and outage handling see no difference (the store's engines leave the
+parameters, personal data, out of their text); a lost connection is invalidated so that the pool does not
 hand it out again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection
@@ -32,7 +32,7 @@ _REQUIRED: Any = object()
 class Compiled:
     """One statement for one dialect and one set of parameter names."""
 
-    __slots__ = ("sql", "_binds", "_positional", "_results")
+    __slots__ = ("sql", "_binds", "_positional", "_results", "_raw_rows")
 
     def __init__(self, statement: Any, dialect: Dialect, keys: Sequence[str] | None) -> None:
         compiled = statement.compile(
@@ -58,6 +58,7 @@ class Compiled:
         self._results: tuple[Processor | None, ...] = tuple(
             c.type.dialect_impl(dialect).result_processor(dialect, None) for c in (columns or ())
         )
+        self._raw_rows = not any(self._results)  # nothing to convert: rows as the driver gives
 
     def parameters(self, values: Mapping[str, Any]) -> Any:
         out = []
@@ -69,7 +70,7 @@ class Compiled:
         return {b[0]: v for b, v in zip(self._binds, out, strict=True)}
 
     def row(self, raw: Sequence[Any]) -> tuple[Any, ...]:
-        if not any(self._results):
+        if self._raw_rows:
             return tuple(raw)
         return tuple(
             v if p is None or v is None else p(v) for p, v in zip(self._results, raw, strict=True)
@@ -87,11 +88,11 @@ class Direct:
         self.dialect = conn.dialect
         self._cursor: Any = None
 
-    def _compiled(self, statement: Any, keys: Iterable[str] | None) -> Compiled:
-        key = (self.dialect.name, statement, tuple(keys) if keys is not None else None)
+    def _compiled(self, statement: Any, keys: tuple[str, ...] | None) -> Compiled:
+        key = (self.dialect.name, statement, keys)
         compiled = self._cache.get(key)
         if compiled is None:
-            compiled = self._cache[key] = Compiled(statement, self.dialect, key[2])
+            compiled = self._cache[key] = Compiled(statement, self.dialect, keys)
         return compiled
 
     def _cursor_of(self) -> Any:
@@ -111,7 +112,12 @@ class Direct:
             if not self.conn.invalidated:
                 self.conn.invalidate(exc)
         return DBAPIError.instance(
-            sql, params, exc, dbapi.Error, hide_parameters=True, connection_invalidated=lost
+            sql,
+            params,
+            exc,
+            dbapi.Error,
+            hide_parameters=self.conn.engine.hide_parameters,  # as the engine's own errors
+            connection_invalidated=lost,
         )
 
     def rows(self, statement: Executable, values: Mapping[str, Any]) -> list[tuple[Any, ...]]:
