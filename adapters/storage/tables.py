@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import (
@@ -44,6 +44,58 @@ class UtcDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+    # On SQLite a stored datetime is text. SQLAlchemy converts it in two steps (this type,
+    # then DateTime's format); the store does this for about ten values per referral, so
+    # the two steps are one call here. Each is checked against SQLAlchemy's own pair when
+    # it is built, and SQLAlchemy's pair is kept if they differ.
+
+    def bind_processor(self, dialect: Any) -> Any:
+        reference = super().bind_processor(dialect)
+        if dialect.name != "sqlite" or reference is None:
+            return reference
+
+        def process(value: datetime | None) -> str | None:
+            if value is None:
+                return None
+            if value.tzinfo is UTC:  # the hub's own clock: "+00:00" after 26 characters
+                return value.isoformat(" ", "microseconds")[:26]
+            if value.tzinfo is None:
+                raise ValueError("naive datetime given to the store")
+            return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+        return process if _agree(process, reference, _SAMPLES) else reference
+
+    def result_processor(self, dialect: Any, coltype: Any) -> Any:
+        reference = super().result_processor(dialect, coltype)
+        if dialect.name != "sqlite" or reference is None:
+            return reference
+        parse = datetime.fromisoformat
+
+        def process(value: str | None) -> datetime | None:
+            if value is None:
+                return None
+            try:
+                parsed = parse(value)
+            except (TypeError, ValueError):
+                return reference(value)  # not the text SQLAlchemy writes: its own parser
+            return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else reference(value)
+
+        write = super().bind_processor(dialect)
+        texts = tuple(write(d) for d in _SAMPLES) if write is not None else ()
+        return process if _agree(process, reference, texts) else reference
+
+
+_SAMPLES = (
+    datetime(2026, 12, 1, 13, 30, 15, 123456, tzinfo=UTC),
+    datetime(2026, 12, 1, 14, 30, 15, 5, tzinfo=timezone(timedelta(hours=1))),
+    datetime(2026, 3, 29, 1, 0, tzinfo=UTC),
+    datetime(999, 1, 2, 3, 4, 5, 6, tzinfo=UTC),
+)
+
+
+def _agree(fast: Any, reference: Any, samples: tuple[Any, ...]) -> bool:
+    return all(fast(s) == reference(s) for s in samples)
 
 
 # BIGINT on PostgreSQL, INTEGER (the rowid alias, so it autoincrements) on SQLite.
