@@ -3,13 +3,25 @@ or replayed input rebuilds the same registration and the same outbound message i
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 
 NAMESPACE = uuid.UUID("6f1c3f0e-4a57-4c55-9d0b-5c6861b3e1a1")
+_NAMESPACE_BYTES = NAMESPACE.bytes
 
 
 def message_id(*parts: str) -> str:
-    return str(uuid.uuid5(NAMESPACE, "|".join(parts)))
+    """`str(uuid.uuid5(NAMESPACE, "|".join(parts)))`, without building a `UUID` (the hub
+    makes several per referral; this takes less than half the time)."""
+    digest = bytearray(
+        hashlib.sha1(  # noqa: S324 - UUID version 5 is defined on SHA-1; an id, not a secret
+            _NAMESPACE_BYTES + "|".join(parts).encode("utf-8"), usedforsecurity=False
+        ).digest()[:16]
+    )
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    x = digest.hex()
+    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
 
 
 def registration_id_for(referral_id: str, recipient_id: str) -> str:

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
 from schemas.identifiers import Bsn, agb_valid, bsn_is_test_number, bsn_valid
+from schemas.ids import NAMESPACE, message_id
 
 
 def _elfproef(number: int) -> bool:
@@ -58,3 +61,16 @@ def test_agb_is_eight_digits() -> None:
     assert agb_valid("01234567")
     assert not agb_valid("1234567")
     assert not agb_valid("0123456a")
+
+
+@given(st.lists(st.text(max_size=40), min_size=1, max_size=5))
+def test_message_ids_are_the_uuid5_of_their_parts(parts: list[str]) -> None:
+    # ids already stored and published were made with uuid.uuid5: the same text, always
+    assert message_id(*parts) == str(uuid.uuid5(NAMESPACE, "|".join(parts)))
+
+
+def test_a_known_message_id_stays_the_same() -> None:
+    assert (
+        message_id("registration", "VERW-1", "welzijn-hoogeveen")
+        == "f7689538-41aa-5a43-807c-7b918da41f70"
+    )
