@@ -73,8 +73,35 @@ def _word(match: re.Match[str]) -> str:
     return PERSONAL_MASK if match.group(0) in REMEMBERED else match.group(0)
 
 
+# Log lines repeat their short values (ids, outcomes, logger names): what each one holds
+# that could need masking is worked out once. Whether it needs masking is decided anew
+# every time, against what is remembered now.
+_SHAPES: dict[str, tuple[bool, tuple[str, ...]]] = {}
+_SHAPES_MAX = 8192
+_SHAPE_MAX_LENGTH = 160
+
+
+def _shape(text: str) -> tuple[bool, tuple[str, ...]]:
+    """(whether it holds something shaped like a BSN, its words casefolded)."""
+    shape = _SHAPES.get(text)
+    if shape is None:
+        shape = (
+            _BSN_LIKE.search(text) is not None,
+            tuple(word.casefold() for word in _WORD.findall(text)),
+        )
+        if len(_SHAPES) >= _SHAPES_MAX:
+            _SHAPES.clear()
+        _SHAPES[text] = shape
+    return shape
+
+
 def redact(text: str) -> str:
+    tokens = REMEMBERED._tokens  # noqa: SLF001 - read-only checks on the hot path
+    if len(text) <= _SHAPE_MAX_LENGTH:
+        bsn_like, words = _shape(text)
+        if not bsn_like and not (tokens and any(word in tokens for word in words)):
+            return text
     text = _BSN_LIKE.sub(_bsn, text)
-    if REMEMBERED._tokens:  # noqa: SLF001 - fast path when nothing is remembered
+    if tokens:  # fast path when nothing is remembered
         text = _WORD.sub(_word, text)
     return text

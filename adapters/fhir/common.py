@@ -126,26 +126,36 @@ def first_line(text: str, limit: int = 200) -> str:
 
 def personal_strings(node: Any, found: set[str] | None = None, depth: int = 0) -> set[str]:
     """Every name, telecom value and address line in a FHIR JSON tree, valid or not, so the
-    log redaction can mask them even for a message that failed validation."""
+    log redaction can mask them even for a message that failed validation. (Every message
+    passes here: one pass over each object's items.)"""
     found = set() if found is None else found
     if depth > 64:
         return found
     if isinstance(node, dict):
-        for key in ("family", "text") if ("family" in node or "given" in node) else ():
-            if isinstance(node.get(key), str):
-                found.add(node[key])
-        for key in ("given", "prefix", "line"):
-            values = node.get(key)
-            if isinstance(values, list):
-                found.update(v for v in values if isinstance(v, str))
-        if node.get("system") in ("phone", "email", "sms") and isinstance(node.get("value"), str):
+        if "family" in node or "given" in node:
+            for key in ("family", "text"):
+                value = node.get(key)
+                if isinstance(value, str):
+                    found.add(value)
+        if node.get("system") in _TELECOM and isinstance(node.get("value"), str):
             found.add(node["value"])
-        if isinstance(node.get("postalCode"), str):
-            found.add(node["postalCode"])
-        for value in node.values():
-            if isinstance(value, dict | list):
+        for key, value in node.items():
+            if isinstance(value, str):
+                if key == "postalCode":
+                    found.add(value)
+            elif isinstance(value, list):
+                if key in _LISTED:
+                    found.update(v for v in value if isinstance(v, str))
+                for item in value:
+                    if isinstance(item, dict | list):
+                        personal_strings(item, found, depth + 2)
+            elif isinstance(value, dict):
                 personal_strings(value, found, depth + 1)
     elif isinstance(node, list):
         for item in node:
             personal_strings(item, found, depth + 1)
     return found
+
+
+_TELECOM = ("phone", "email", "sms")
+_LISTED = frozenset({"given", "prefix", "line"})
