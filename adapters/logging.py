@@ -50,11 +50,15 @@ def _redact_value(value: Any) -> Any:
     return redact(repr(value) if not isinstance(value, Exception) else str(value))
 
 
+# Written by the logging itself (TimeStamper, add_log_level, add_logger_name), never input.
+_OWN_KEYS = frozenset({"timestamp", "level", "logger"})
+
+
 def redact_event(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
     for key in list(event_dict):
         if key in PERSONAL_KEYS:
             event_dict[key] = PERSONAL_MASK
-        elif not key.startswith("_"):
+        elif key not in _OWN_KEYS and not key.startswith("_"):
             event_dict[key] = _redact_value(event_dict[key])
     return event_dict
 
@@ -63,10 +67,44 @@ def _orjson_dumps(data: Any, **_kw: Any) -> str:
     return orjson.dumps(data, default=str).decode()
 
 
+class _Line:
+    """The end of the hub's own log calls: the rendered line, written to the stream of the
+    handler that stdlib records (FastStream, aiokafka, Alembic) go through, under that
+    handler's lock, so the two kinds never interleave. Going through stdlib logging (two
+    LogRecords and a formatter per line) cost three times as much per line, and the hub
+    writes several lines per referral."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str = "") -> None:
+        self.name = name
+
+    def msg(self, line: str) -> None:
+        handler = _HANDLER
+        if handler is None:
+            return
+        with handler.lock:  # type: ignore[union-attr]
+            try:
+                handler.stream.write(line + "\n")
+                handler.stream.flush()
+            except (OSError, ValueError):  # a closed or broken stream: as stdlib, not fatal
+                pass
+
+    debug = info = warning = warn = error = critical = exception = fatal = msg
+
+
+_HANDLER: logging.StreamHandler[TextIO] | None = None
+
+
+def _line_factory(*args: Any) -> _Line:
+    return _Line(str(args[0]) if args else "")
+
+
 def configure_logging(
     level: str = "INFO", fmt: LogFormat = "auto", stream: TextIO | None = None
 ) -> None:
     """Idempotent: calling it again replaces the configuration."""
+    global _HANDLER
     stream = stream or sys.stderr
     use_console = fmt == "console" or (fmt == "auto" and stream.isatty())
     shared: list[Processor] = [
@@ -82,16 +120,15 @@ def configure_logging(
         if use_console
         else structlog.processors.JSONRenderer(serializer=_orjson_dumps)
     )
+    handler = logging.StreamHandler(stream)
+    # The hub's own loggers: structlog's processors straight to the handler's stream.
     structlog.configure(
-        processors=[
-            structlog.stdlib.filter_by_level,
-            *shared[:-2],
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
-        ],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
+        processors=[*shared, renderer],
+        logger_factory=_line_factory,
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         cache_logger_on_first_use=False,
     )
+    # Everything else logs through stdlib logging: the same processors, in a formatter.
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared[:-2],
         processors=[
@@ -101,7 +138,6 @@ def configure_logging(
             renderer,
         ],
     )
-    handler = logging.StreamHandler(stream)
     handler.setFormatter(formatter)
     root = logging.getLogger()
     for old in list(root.handlers):
@@ -110,6 +146,7 @@ def configure_logging(
     handler._schakel = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level.upper())
+    _HANDLER = handler
     # Per-message chatter of the Kafka client stays out of INFO.
     # Libraries that bring their own handlers (FastStream does, at import) would write past
     # the redaction: take those handlers away and let the records reach ours.
@@ -124,5 +161,6 @@ def configure_logging(
         logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))
 
 
-def get_logger(name: str) -> structlog.stdlib.BoundLogger:
+def get_logger(name: str) -> Any:
+    """A structlog logger named `name` (the `logger` field of its lines)."""
     return structlog.get_logger(name)

@@ -82,3 +82,41 @@ def test_the_run_wide_privacy_check_finds_fixture_data() -> None:
     assert _personal_data_in("patient 999900018 arrived") == ["999900018"]
     assert _personal_data_in("hello Anna de Vries-Bakker") == ["Vries-Bakker"]
     assert _personal_data_in("[BSN] and [redacted]") == []
+
+
+def test_a_value_logged_before_its_name_was_remembered_is_masked_after(
+    log_capture: io.StringIO,
+) -> None:
+    # redaction remembers what each short value holds; whether it is masked is decided anew
+    log = get_logger("test")
+    log.info("note", note="bel mevrouw Kwakkelstein terug")
+    remember(["Kwakkelstein"])
+    log.info("note", note="bel mevrouw Kwakkelstein terug")
+    first, second = _lines(log_capture)
+    assert first["note"] == "bel mevrouw Kwakkelstein terug"
+    assert second["note"] == "bel mevrouw [redacted] terug"
+
+
+def test_hub_and_library_lines_share_one_stream_in_order_at_the_configured_level(
+    log_capture: io.StringIO,
+) -> None:
+    from adapters.logging import configure_logging
+
+    configure_logging("INFO", "json", stream=log_capture)
+    log = get_logger("schakel.test")
+    log.debug("not at INFO")
+    log.info("one", n=1)
+    logging.getLogger("faststream").info("two")
+    log.warning("three")
+    configure_logging("DEBUG", "json", stream=log_capture)  # the fixture restores it
+    log.debug("four")
+    lines = _lines(log_capture)
+    assert [(x["event"], x["level"], x["logger"]) for x in lines] == [
+        ("one", "info", "schakel.test"),
+        ("two", "info", "faststream"),
+        ("three", "warning", "schakel.test"),
+        ("four", "debug", "schakel.test"),
+    ]
+    assert all("timestamp" in x for x in lines)
+    log_capture.close()
+    log.info("a closed stream is not the caller's failure")
