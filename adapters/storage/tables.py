@@ -60,9 +60,8 @@ class UtcDateTime(TypeDecorator[datetime]):
                 return None
             if value.tzinfo is UTC:  # the hub's own clock: "+00:00" after 26 characters
                 return value.isoformat(" ", "microseconds")[:26]
-            if value.tzinfo is None:
-                raise ValueError("naive datetime given to the store")
-            return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+            utc = self.process_bind_param(value, dialect)  # refuses a naive one
+            return utc.isoformat(" ", "microseconds")  # type: ignore[union-attr]
 
         return process if _agree(process, reference, _SAMPLES) else reference
 
