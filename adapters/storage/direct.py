@@ -8,6 +8,9 @@ once per dialect and parameter set, with SQLAlchemy's own type processors (the s
 conversions, e.g. UtcDateTime, as every other statement), and run on the cursor of the
 connection's transaction.
 
+An expanding parameter (`bindparam(..., expanding=True)`, an `IN` list) is rendered with
+one placeholder per value, as SQLAlchemy renders it; the text is kept per list length.
+
 DBAPI errors are raised as SQLAlchemy's `DBAPIError` subclasses, as SQLAlchemy raises
 them, so retries and outage handling see no difference (the store's engines leave the
 parameters, personal data, out of their text); a lost connection is invalidated so that the pool does not
@@ -32,7 +35,16 @@ _REQUIRED: Any = object()
 class Compiled:
     """One statement for one dialect and one set of parameter names."""
 
-    __slots__ = ("sql", "_binds", "_positional", "_results", "_raw_rows")
+    __slots__ = (
+        "sql",
+        "_binds",
+        "_positional",
+        "_results",
+        "_raw_rows",
+        "_expanding",
+        "_paramstyle",
+        "_texts",
+    )
 
     def __init__(self, statement: Any, dialect: Dialect, keys: Sequence[str] | None) -> None:
         compiled = statement.compile(
@@ -48,19 +60,67 @@ class Compiled:
         }
         order = compiled.positiontup if compiled.positional else list(by_name)
         binds: list[tuple[str, str, Any, Processor | None]] = []
+        expanding: list[bool] = []
         for name in order or ():
             bind = by_name[name]
             default = _REQUIRED if bind.required else bind.effective_value
             processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
             binds.append((escaped.get(name, name), bind.key, default, processor))
+            expanding.append(bool(bind.expanding))
         self._binds = tuple(binds)
+        self._expanding = tuple(expanding) if any(expanding) else None
+        self._paramstyle: str = dialect.paramstyle
+        if self._expanding is not None and self._paramstyle not in ("qmark", "pyformat"):
+            raise NotImplementedError(f"IN lists with paramstyle {self._paramstyle}")
+        self._texts: dict[tuple[int, ...], str] = {}
         columns = getattr(statement, "selected_columns", None)
         self._results: tuple[Processor | None, ...] = tuple(
             c.type.dialect_impl(dialect).result_processor(dialect, None) for c in (columns or ())
         )
         self._raw_rows = not any(self._results)  # nothing to convert: rows as the driver gives
 
+    def expanded(self, values: Mapping[str, Any]) -> tuple[str, Any]:
+        """(SQL text, parameters) for a statement with IN lists: a placeholder per value."""
+        assert self._expanding is not None
+        lengths = tuple(
+            len(values[key])
+            for (_n, key, _d, _p), e in zip(self._binds, self._expanding, strict=True)
+            if e
+        )
+        if 0 in lengths:
+            raise ValueError("an empty IN list")  # SQLAlchemy renders another expression
+        sql = self._texts.get(lengths)
+        if sql is None:
+            sql = self.sql
+            ns = iter(lengths)
+            for (name, _key, _d, _p), e in zip(self._binds, self._expanding, strict=True):
+                if e:
+                    n = next(ns)
+                    marks = (
+                        ["?"] * n
+                        if self._paramstyle == "qmark"
+                        else [f"%({name}_{i})s" for i in range(1, n + 1)]
+                    )
+                    sql = sql.replace(f"__[POSTCOMPILE_{name}]", ", ".join(marks))
+            self._texts[lengths] = sql
+        positional: list[Any] = []
+        named: dict[str, Any] = {}
+        for (name, key, default, processor), e in zip(self._binds, self._expanding, strict=True):
+            value = values[key] if default is _REQUIRED else values.get(key, default)
+            items = value if e else (value,)
+            if processor is not None:
+                items = [processor(v) for v in items]
+            if self._positional:
+                positional.extend(items)
+            elif e:
+                named.update((f"{name}_{i}", v) for i, v in enumerate(items, 1))
+            else:
+                named[name] = items[0]
+        return sql, (tuple(positional) if self._positional else named)
+
     def parameters(self, values: Mapping[str, Any]) -> Any:
+        if self._expanding is not None:
+            raise TypeError("a statement with an IN list is run by `Direct.rows`")
         out = []
         for _name, key, default, processor in self._binds:
             value = values[key] if default is _REQUIRED else values.get(key, default)
@@ -123,13 +183,16 @@ class Direct:
     def rows(self, statement: Executable, values: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         """The rows of a select (processed as SQLAlchemy would)."""
         compiled = self._compiled(statement, None)
-        params = compiled.parameters(values)
+        if compiled._expanding is None:
+            sql, params = compiled.sql, compiled.parameters(values)
+        else:
+            sql, params = compiled.expanded(values)
         cursor = self._cursor_of()
         try:
-            cursor.execute(compiled.sql, params)
+            cursor.execute(sql, params)
             raw = cursor.fetchall()
         except self.dialect.loaded_dbapi.Error as exc:
-            raise self._fail(exc, compiled.sql, params) from exc
+            raise self._fail(exc, sql, params) from exc
         return [compiled.row(r) for r in raw]
 
     def execute(self, statement: Executable, values: Mapping[str, Any]) -> int:

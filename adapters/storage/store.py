@@ -201,7 +201,7 @@ class _S:
         t.consents.c.consent_id.in_(bindparam("b_ids", expanding=True))
     )
     consents_for = (
-        select(t.consents.c.body)
+        select(t.consents.c.consent_id, t.consents.c.body)
         .where(
             t.consents.c.consent_id.in_(
                 select(t.consent_referrals.c.consent_id).where(
@@ -214,6 +214,13 @@ class _S:
             )
         )
         .order_by(t.consents.c.consent_id)
+    )
+    consent_links_in = select(
+        t.consent_referrals.c.referral_id, t.consent_referrals.c.consent_id
+    ).where(t.consent_referrals.c.referral_id.in_(bindparam("b_ids", expanding=True)))
+    patient_consents_in = select(t.consents.c.patient_bsn, t.consents.c.consent_id).where(
+        t.consents.c.patient_bsn.in_(bindparam("b_ids", expanding=True)),
+        t.consents.c.names_referrals.is_(False),
     )
     releases_of = select(t.releases).where(t.releases.c.referral_id == bindparam("b_id"))
     releases_in = select(t.releases).where(
@@ -251,6 +258,13 @@ class _S:
     )
     insert_audit = insert(t.audit_log)
     insert_processing_log = insert(t.processing_log)
+    counter = select(t.counters.c.value).where(t.counters.c.name == bindparam("b_id"))
+    set_counter = (
+        update(t.counters)
+        .where(t.counters.c.name == bindparam("b_id"))
+        .values(value=bindparam("value"))
+    )
+    insert_counter = insert(t.counters)
     secret = select(t.hub_secrets.c.value).where(t.hub_secrets.c.name == bindparam("b_id"))
     # not a look-up and an insert: the unique message id decides
     insert_outbox_sqlite = sqlite_insert(t.outbox).on_conflict_do_nothing(
@@ -282,6 +296,17 @@ class _S:
     )
 
 
+_RELEASE_COLUMNS = tuple(c.key for c in _S.releases_in.selected_columns)
+_REGISTRATION_COLUMNS = tuple(c.key for c in _S.registrations_in.selected_columns)
+
+
+class _Row(dict[str, Any]):
+    """A row read by `Direct` (a tuple) with a row's attribute access, for the readers
+    written for SQLAlchemy's rows."""
+
+    __getattr__ = dict.__getitem__
+
+
 _SET_ONCE: dict[tuple[str, ...], Any] = {}
 _STATE_FIELDS = frozenset(RegistrationState.model_fields)
 
@@ -306,6 +331,10 @@ class Tx:
         self._now = now
         self._referrals: dict[str, StoredReferral | None] = {}
         self._consents: dict[str, Consent | None] = {}
+        # Which consents `consents_for` returns, by its two halves, once read (complete for
+        # each key present, kept current by `put_consent`; every id's body is in _consents):
+        self._consents_naming: dict[str, set[str]] = {}  # referral id -> consent ids
+        self._patient_consents: dict[str, set[str]] = {}  # BSN -> ids naming no referral
         self._registrations: dict[str, RegistrationState | None] = {}
         self._releases: dict[str, dict[str, ReleaseState]] = {}
         self._audit_head: tuple[int, str | None] | None = None
@@ -328,6 +357,8 @@ class Tx:
     def _forget(self) -> None:
         self._referrals.clear()
         self._consents.clear()
+        self._consents_naming.clear()
+        self._patient_consents.clear()
         self._registrations.clear()
         self._releases.clear()
         self._audit_head = None
@@ -346,30 +377,52 @@ class Tx:
         referrals: Iterable[str] = (),
         consents: Iterable[str] = (),
         registrations: Iterable[str] = (),
+        consents_for: Iterable[tuple[str, str]] = (),
     ) -> None:
         """Read what a batch will look up (found or not) in one statement per table and
         chunk: these referrals and their releases, consents, registrations (and those of
-        the referrals found)."""
+        the referrals found), and `consents_for` these (referral id, BSN) pairs."""
         referrals = list(referrals)
         for chunk in self._unread_chunks(referrals, self._referrals):
             self._referrals.update(self._bodies(_S.referral_bodies, chunk, StoredReferral))
         for chunk in self._unread_chunks(referrals, self._releases):
             releases: dict[str, dict[str, ReleaseState]] = {r: {} for r in chunk}
-            for row in self.conn.execute(_S.releases_in, {"b_ids": chunk}):
-                releases[row.referral_id][row.recipient_id] = _release_state(row)
+            for row in self._db.rows(_S.releases_in, {"b_ids": chunk}):
+                release = ReleaseState(**dict(zip(_RELEASE_COLUMNS, row, strict=True)))
+                releases[release.referral_id][release.recipient_id] = release
             self._releases.update(releases)
         for chunk in self._unread_chunks(consents, self._consents):
             self._consents.update(self._bodies(_S.consent_bodies, chunk, Consent))
         of_referrals = (s.registration_id for r in referrals if (s := self._referrals.get(r)))
         for chunk in self._unread_chunks([*registrations, *of_referrals], self._registrations):
             states: dict[str, RegistrationState | None] = dict.fromkeys(chunk)
-            for row in self.conn.execute(_S.registrations_in, {"b_ids": chunk}):
-                states[row.registration_id] = self._with_pending_status(_registration_state(row))
+            for row in self._db.rows(_S.registrations_in, {"b_ids": chunk}):
+                state = _registration_state(_Row(zip(_REGISTRATION_COLUMNS, row, strict=True)))
+                states[state.registration_id] = self._with_pending_status(state)
             self._registrations.update(states)
+        self._prefetch_consents_for(consents_for)
+
+    def _prefetch_consents_for(self, pairs: Iterable[tuple[str, str]]) -> None:
+        pairs = list(pairs)
+        naming: dict[str, set[str]] = {}
+        for chunk in self._unread_chunks((r for r, _ in pairs), self._consents_naming):
+            naming.update((r, set()) for r in chunk)
+            for referral_id, consent_id in self._db.rows(_S.consent_links_in, {"b_ids": chunk}):
+                naming[referral_id].add(consent_id)
+        patients: dict[str, set[str]] = {}
+        for chunk in self._unread_chunks((str(b) for _, b in pairs), self._patient_consents):
+            patients.update((b, set()) for b in chunk)
+            for bsn, consent_id in self._db.rows(_S.patient_consents_in, {"b_ids": chunk}):
+                patients[bsn].add(consent_id)
+        ids = {i for group in (naming, patients) for ids in group.values() for i in ids}
+        for chunk in self._unread_chunks(ids, self._consents):
+            self._consents.update(self._bodies(_S.consent_bodies, chunk, Consent))
+        self._consents_naming.update(naming)
+        self._patient_consents.update(patients)
 
     def _bodies(self, statement: Any, ids: list[str], model: type[B]) -> dict[str, B | None]:
         """(id, body) rows of `statement` for `ids`, parsed; None for an id not found."""
-        found = dict(self.conn.execute(statement, {"b_ids": ids}).all())
+        found = dict(self._db.rows(statement, {"b_ids": ids}))
         return {i: model.model_validate_json(found[i]) if i in found else None for i in ids}
 
     # --- referrals -----------------------------------------------------------------
@@ -446,6 +499,7 @@ class Tx:
     def put_consent(self, consent: Consent, received_at: datetime) -> None:
         known = self._consents.get(consent.consent_id, _UNREAD)
         self._consents[consent.consent_id] = consent
+        self._index_consent(known, consent)
         starts_later = consent.period_start is not None and consent.period_start > received_at
         values = {
             "status": consent.status,
@@ -474,9 +528,42 @@ class Tx:
                 [{"consent_id": consent.consent_id, "referral_id": r} for r in refs],
             )
 
+    def _index_consent(self, before: Consent | None | Any, after: Consent) -> None:
+        """Keep `consents_for`'s halves current when a consent is written. (A consent
+        whose body this transaction has not read is in neither: only read ones are.)"""
+        if isinstance(before, Consent):
+            for ref in before.referrals:
+                self._consents_naming.get(ref.value, set()).discard(before.consent_id)
+            if not before.referrals and before.patient_bsn:
+                self._patient_consents.get(str(before.patient_bsn), set()).discard(
+                    before.consent_id
+                )
+        for ref in after.referrals:
+            naming = self._consents_naming.get(ref.value)
+            if naming is not None:
+                naming.add(after.consent_id)
+        if not after.referrals and after.patient_bsn:
+            patient = self._patient_consents.get(str(after.patient_bsn))
+            if patient is not None:
+                patient.add(after.consent_id)
+
     def consents_for(self, referral_id: str, bsn: str) -> list[Consent]:
+        naming = self._consents_naming.get(referral_id)
+        patient = self._patient_consents.get(str(bsn))
+        if naming is not None and patient is not None:
+            return [self._consents[i] for i in sorted(naming | patient)]  # type: ignore[misc]
         rows = self._db.rows(_S.consents_for, {"b_id": referral_id, "b_bsn": str(bsn)})
-        return [Consent.model_validate_json(body) for (body,) in rows]
+        found: list[Consent] = []
+        naming, patient = set(), set()
+        for consent_id, body in rows:
+            consent = self._consents.get(consent_id)  # read before: the same row
+            if consent is None:
+                consent = self._consents[consent_id] = Consent.model_validate_json(body)
+            found.append(consent)
+            (naming if consent.referrals else patient).add(consent_id)
+        self._consents_naming[referral_id] = naming
+        self._patient_consents[str(bsn)] = patient
+        return found
 
     def consents_starting(self, until: datetime) -> list[Consent]:
         rows = self.conn.execute(
@@ -762,21 +849,7 @@ class Tx:
         sequence is the order in which their effects became visible."""
         if not records:
             return
-        counter = "processing-order"
-        row = self.conn.execute(
-            select(t.counters.c.value).where(t.counters.c.name == counter)
-        ).first()
-        first = (row.value if row else 0) + 1
-        if row:
-            self.conn.execute(
-                update(t.counters)
-                .where(t.counters.c.name == counter)
-                .values(value=first + len(records) - 1)
-            )
-        else:
-            self.conn.execute(
-                insert(t.counters).values(name=counter, value=first + len(records) - 1)
-            )
+        first = self._advance("processing-order", len(records))
         self._db.execute_many(
             _S.insert_processing_log,
             [
@@ -833,15 +906,17 @@ class Tx:
 
     def next_number(self, name: str) -> int:
         """A counter that never repeats a value (part of this transaction)."""
-        row = self.conn.execute(select(t.counters.c.value).where(t.counters.c.name == name)).first()
-        value = (row.value if row else 0) + 1
-        if row:
-            self.conn.execute(
-                update(t.counters).where(t.counters.c.name == name).values(value=value)
-            )
+        return self._advance(name, 1)
+
+    def _advance(self, name: str, by: int) -> int:
+        """Move counter `name` on by `by`; the first of the values taken."""
+        rows = self._db.rows(_S.counter, {"b_id": name})
+        first = (int(rows[0][0]) if rows else 0) + 1
+        if rows:
+            self._db.execute(_S.set_counter, {"b_id": name, "value": first + by - 1})
         else:
-            self.conn.execute(insert(t.counters).values(name=name, value=value))
-        return value
+            self._db.execute(_S.insert_counter, {"name": name, "value": first + by - 1})
+        return first
 
     def add_status(self, registration_id: str, status: str, at: datetime, by: str) -> None:
         """The registration's current status and its history (both written by `flush`)."""

@@ -37,10 +37,10 @@ def consent_pipeline(hub: Hub, *, withdrawn: bool = False) -> BatchPipeline[Cons
         return list(result.events)
 
     def prefetch(tx: Tx, batch: list[Consent]) -> None:
-        tx.prefetch(
-            consents=[c.consent_id for c in batch],
-            referrals=[ref.value for c in batch for ref in c.referrals],
-        )
+        named = [ref.value for c in batch for ref in c.referrals]
+        tx.prefetch(consents=[c.consent_id for c in batch], referrals=named)
+        found = [s.referral for r in named if (s := tx.referral(r)) is not None]
+        tx.prefetch(consents_for=[(r.referral_id, r.client.bsn) for r in found])
 
     return BatchPipeline(
         hub,

@@ -62,6 +62,7 @@ def intake_pipeline(hub: Hub) -> BatchPipeline[RoutedReferral]:
             registrations=[
                 registration_id_for(r.referral.referral_id, r.recipient.id) for r in batch
             ],
+            consents_for=[(r.referral.referral_id, r.referral.client.bsn) for r in batch],
         )
 
     return BatchPipeline(

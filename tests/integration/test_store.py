@@ -11,14 +11,18 @@ from zoneinfo import ZoneInfo
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from adapters.fhir.consent import consent_from_fhir
 from adapters.fhir.referral import referral_from_fhir
+from adapters.storage import tables as t
 from adapters.storage.store import Store, Tx
 from adapters.storage.tables import metadata
+from schemas.consent import Consent, ReferralRef
 from schemas.messages import OutboundMessage
 from schemas.participants import Participants
-from services.demo.samples import consent_resource, referral_bundle
+from services.demo.samples import consent_resource, fictional_bsn, referral_bundle
 from services.domain import gate
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -130,7 +134,7 @@ def test_statements_on_the_cursor_read_and_write_what_sqlalchemy_does(store_url:
     write is stored as SQLAlchemy stores it and reads back unchanged (aware UTC datetimes, booleans, bytes),
     what SQLAlchemy wrote reads back through them, and a refused write raises SQLAlchemy's
     own exception class, which the retries and dead-letter paths catch."""
-    from sqlalchemy import insert, select
+    from sqlalchemy import bindparam, insert, select
     from sqlalchemy.exc import IntegrityError
 
     from adapters.storage import tables as t
@@ -187,6 +191,21 @@ def test_statements_on_the_cursor_read_and_write_what_sqlalchemy_does(store_url:
             b"\x01\x00",
             b"\x02\x00",
         ]
+        # IN lists (a placeholder per value), beside a plain parameter: SQLAlchemy's rows
+        in_lists = (
+            select(t.consents.c.consent_id, t.consents.c.period_start)
+            .where(
+                t.consents.c.consent_id.in_(bindparam("b_ids", expanding=True)),
+                t.consents.c.received_at <= bindparam("b_at"),
+            )
+            .order_by(t.consents.c.consent_id)
+        )
+        for ids in (["c-direct"], ["c-sqlalchemy", "c-none", "c-direct"], ["c-none"]):
+            values = {"b_ids": ids, "b_at": NOW}
+            assert db.rows(in_lists, values) == [tuple(r) for r in conn.execute(in_lists, values)]
+        assert len(db.rows(in_lists, {"b_ids": ["c-direct", "c-sqlalchemy"], "b_at": NOW})) == 2
+        with pytest.raises(ValueError, match="empty IN list"):
+            db.rows(in_lists, {"b_ids": [], "b_at": NOW})
     with pytest.raises(IntegrityError) as refused, store.engine.begin() as conn:
         Direct(conn).execute(insert(t.consents), row)  # the same primary key again
     # the parameters (personal data) stay out of its text; the database's own words may not
@@ -387,4 +406,85 @@ def test_closed_registrations_are_kept_until_their_retention_ends(
     assert reg is not None
     assert reg.status == "completed"
     assert store.run(lambda tx: tx.purge_expired(NOW + timedelta(days=400))) == 0, "once"
+    store.dispose()
+
+
+_REFERRALS = ("VERW-K-0", "VERW-K-1", "VERW-K-2")
+_CONSENT_IDS = ("c-k-0", "c-k-1", "c-k-2", "c-k-3")
+
+
+@st.composite
+def _consents(draw: st.DrawFn, bsns: tuple[str, ...]) -> Consent:
+    named = draw(st.lists(st.sampled_from(_REFERRALS), max_size=2, unique=True))
+    return Consent(
+        consent_id=draw(st.sampled_from(_CONSENT_IDS)),
+        status=draw(st.sampled_from(("active", "inactive"))),
+        kind=draw(st.sampled_from(("permit", "objection"))),
+        patient_bsn=draw(st.sampled_from((None, *bsns))),
+        referrals=tuple(ReferralRef(value=r) for r in named),
+    )
+
+
+def _expected(consents: dict[str, Consent], referral_id: str, bsn: str) -> list[Consent]:
+    """What `consents_for` means (the in-memory reference of tests/unit/fakes.py)."""
+    return sorted(
+        (
+            c
+            for c in consents.values()
+            if any(r.value == referral_id for r in c.referrals)
+            or (not c.referrals and c.patient_bsn == bsn)
+        ),
+        key=lambda c: c.consent_id,
+    )
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(data=st.data())
+def test_consents_for_kept_in_the_transaction_agrees_with_the_store(
+    store_url: str, data: st.DataObject
+) -> None:
+    """`consents_for` is answered from what the transaction read (or prefetched) and wrote,
+    kept current by every `put_consent`: it must say what the store says, whatever the
+    order of reads, prefetches and writes (consents gaining and losing referrals, moving
+    between patient level and referral level, changing patient)."""
+    bsns = (fictional_bsn(0), fictional_bsn(1))
+    store = Store(store_url)
+    store.migrate()
+    with store.engine.begin() as conn:  # each example starts empty
+        conn.execute(t.consent_referrals.delete())
+        conn.execute(t.consents.delete())
+    queries = [(r, b) for r in _REFERRALS for b in bsns]
+    earlier = data.draw(st.lists(_consents(bsns), max_size=4), label="committed before")
+    later = data.draw(st.lists(_consents(bsns), min_size=1, max_size=8), label="in the transaction")
+    prefetch_at = data.draw(st.integers(0, len(later)), label="prefetch before write no.")
+    prefetched = data.draw(st.lists(st.sampled_from(queries), max_size=4), label="prefetched")
+    asked = data.draw(st.lists(st.sampled_from(queries), max_size=6), label="asked early")
+    truth: dict[str, Consent] = {}
+
+    def put_all(tx: Tx, consents: list[Consent]) -> None:
+        for consent in consents:
+            tx.put_consent(consent, NOW)
+            truth[consent.consent_id] = consent
+
+    store.run(lambda tx: put_all(tx, earlier))
+
+    def work(tx: Tx) -> None:
+        for referral_id, bsn in asked:  # read (and kept) before the writes
+            assert tx.consents_for(referral_id, bsn) == _expected(truth, referral_id, bsn)
+        for i, consent in enumerate(later):
+            if i == prefetch_at:
+                tx.prefetch(consents_for=prefetched)
+            put_all(tx, [consent])
+            for referral_id, bsn in queries:
+                assert tx.consents_for(referral_id, bsn) == _expected(truth, referral_id, bsn)
+
+    store.run(work)
+    for referral_id, bsn in queries:  # a new transaction reads the store itself
+        assert store.run(lambda tx, r=referral_id, b=bsn: tx.consents_for(r, b)) == _expected(
+            truth, referral_id, bsn
+        )
     store.dispose()
