@@ -99,7 +99,7 @@ class HubMetrics:
         )
         self.batch_seconds = Histogram(
             "schakel_handler_batch_seconds",
-            "Time to handle one polled batch (parse, validate, one store transaction).",
+            "Time to handle one store transaction of a polled batch (parse, validate, apply).",
             ["topic"],
             buckets=BATCH_BUCKETS,
             registry=r,
@@ -157,7 +157,8 @@ class HubMetrics:
     def observe_batch(
         self, topic: str, seconds: float, timestamps_ms: Sequence[int | None]
     ) -> None:
-        """One batch of a consumer (`topic` is the logical name), just after its commit."""
+        """One transaction of a consumer's records (`topic` is the logical name), just after
+        its commit."""
         self.batch_seconds.labels(topic).observe(seconds)
         self.records.labels(topic).inc(len(timestamps_ms))
         now_ms = time.time() * 1000

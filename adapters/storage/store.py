@@ -51,6 +51,8 @@ B = TypeVar("B", bound=BaseModel)
 
 _RETRY_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock
 MAX_ATTEMPTS = 8
+SQLITE_LOCK_WAIT_MS = 30_000
+QUICK_LOCK_WAIT_MS = 200
 
 
 def normalise_url(url: str) -> str:
@@ -996,8 +998,12 @@ class Store:
 
         upgrade(self.engine)
 
-    def run(self, work: Callable[[Tx], T]) -> T:
-        """Run `work` in one transaction; retried from scratch on serialization failures."""
+    def run(self, work: Callable[[Tx], T], *, quick: bool = False) -> T:
+        """Run `work` in one transaction; retried from scratch on serialization failures.
+        `quick`: one attempt that waits at most `QUICK_LOCK_WAIT_MS` for a lock (for work
+        on an event loop, which must not block; the caller retries elsewhere)."""
+        if quick:
+            return self._run_quick(work)
         delay = 0.01
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
@@ -1012,6 +1018,26 @@ class Store:
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
         raise AssertionError("unreachable")
+
+    def _run_quick(self, work: Callable[[Tx], T]) -> T:
+        sqlite = self.engine.dialect.name == "sqlite"
+        with self.engine.connect() as conn:
+            if sqlite:  # SQLite waits for the write lock at BEGIN (IMMEDIATE)
+                _busy_timeout(conn, QUICK_LOCK_WAIT_MS)
+            try:
+                with conn.begin():
+                    if not sqlite:
+                        conn.exec_driver_sql(f"SET LOCAL lock_timeout = {QUICK_LOCK_WAIT_MS}")
+                    tx = Tx(conn, self._now)
+                    result = work(tx)
+                    tx.flush()
+                    return result
+            finally:
+                if sqlite and not conn.invalidated:
+                    try:
+                        _busy_timeout(conn, SQLITE_LOCK_WAIT_MS)
+                    except DBAPIError:
+                        conn.invalidate()  # never back to the pool with the short wait
 
     def outbox_rows(
         self, *, topic: str, message_id: str | None = None, limit: int = 1000
@@ -1199,13 +1225,27 @@ class Store:
         self.engine.dispose()
 
 
+def _busy_timeout(conn: Connection, ms: int) -> None:
+    """How long SQLite waits for a lock on this connection. On the DBAPI connection: a
+    statement through SQLAlchemy would begin a transaction. Its errors are SQLAlchemy's."""
+    sql = f"PRAGMA busy_timeout = {int(ms)}"
+    dbapi = conn.connection.dbapi_connection
+    assert dbapi is not None
+    try:
+        dbapi.execute(sql)
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise DBAPIError.instance(sql, None, exc, conn.dialect.loaded_dbapi.Error) from exc
+
+
 def _engine(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         # hide_parameters: SQL errors never carry the values (personal data) into a log line
-        engine = create_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
+        engine = create_engine(
+            url, connect_args={"timeout": SQLITE_LOCK_WAIT_MS / 1000}, hide_parameters=True
+        )
 
         @event.listens_for(engine, "connect")
         def _connect(dbapi_connection: Any, _record: Any) -> None:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from pathlib import Path
 
 import pytest
@@ -121,3 +123,91 @@ def test_a_record_failing_mid_apply_is_dead_lettered_and_its_writes_undone(hub: 
     assert waiting == ["VERW-R-1", "VERW-R-2", "VERW-R-4"]
     assert hub.store.run(lambda tx: tx.referral("VERW-R-3")) is None  # its write undone
     assert hub.store.run(lambda tx: tx.referral("VERW-R-4")) is not None
+
+
+async def test_a_batch_is_applied_on_the_event_loop_in_transactions_of_bounded_size(
+    hub: Hub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No worker thread while the store answers; each transaction commits (and wakes the
+    relay) before the next starts, and the loop runs other tasks between them."""
+    monkeypatch.setattr(pipeline_module, "ON_LOOP_RECORDS", 2)
+    forbidden = _Forbidden()  # the patient path must not be taken
+    monkeypatch.setattr(pipeline_module.asyncio, "to_thread", forbidden)
+    committed: list[list[str]] = []
+    hub.committed = lambda events: committed.append(  # type: ignore[method-assign]
+        [e.referral_id for e in events if isinstance(e, ReferralAwaitingConsent)]
+    )
+    between: list[int] = []
+
+    async def other_task() -> None:
+        while True:
+            between.append(len(committed))
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(other_task())
+    await asyncio.sleep(0)
+    events = await intake_pipeline(hub).handle([_referral(i) for i in range(1, 6)])
+    task.cancel()
+    assert committed == [["VERW-R-1", "VERW-R-2"], ["VERW-R-3", "VERW-R-4"], ["VERW-R-5"]]
+    assert [e.referral_id for e in events if isinstance(e, ReferralAwaitingConsent)] == [
+        f"VERW-R-{i}" for i in range(1, 6)
+    ]
+    assert {1, 2} <= set(between), "the loop ran other work between the transactions"
+    assert forbidden.calls == 0
+
+
+class _Forbidden:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def __call__(self, *_args: object, **_kwargs: object) -> object:
+        self.calls += 1
+        raise AssertionError("went to a worker thread")
+
+
+async def test_a_locked_store_sends_the_records_to_the_worker_thread_and_none_are_lost(
+    hub: Hub, tmp_path: Path
+) -> None:
+    """On the event loop nothing waits for a lock: the store is locked by another writer,
+    so the records take the patient path (a thread that waits), and the next batch does too
+    until the pause is over. The loop itself stays free while the lock is held."""
+    import sqlite3
+
+    other = sqlite3.connect(tmp_path / "hub.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # holds the write lock
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.6, other.execute, "COMMIT")  # released by the loop: so it must be free
+    pipeline = intake_pipeline(hub)
+    began = loop.time()
+    events = await pipeline.handle([_referral(1), _referral(2)])
+    waited = loop.time() - began
+    other.close()
+    assert sorted(e.referral_id for e in events if isinstance(e, ReferralAwaitingConsent)) == [
+        "VERW-R-1",
+        "VERW-R-2",
+    ]
+    assert waited >= 0.5, "applied only once the other writer let go"
+    assert waited < 5, "the event loop was not held up waiting for the lock"
+    assert hub.store.run(lambda tx: tx.referral("VERW-R-2")) is not None
+    # later records keep to the worker thread for a while
+    threads: list[str] = []
+    hub.before_apply = lambda record: threads.append(threading.current_thread().name)
+    await pipeline.handle([_referral(3)])
+    assert threads and threads[0] != threading.main_thread().name
+
+
+async def test_a_record_the_store_refuses_on_the_event_loop_is_dead_lettered_as_before(
+    hub: Hub,
+) -> None:
+    calls: list[bytes | None] = []
+    hub.before_apply = _fail_for(b"VERW-R-2", _data_error(), calls)
+    events = await intake_pipeline(hub).handle([_referral(i) for i in range(1, 4)])
+    assert [(e.key, e.reason) for e in events if isinstance(e, MessageDeadLettered)] == [
+        ("VERW-R-2", "store-rejected")
+    ]
+    waiting = sorted(e.referral_id for e in events if isinstance(e, ReferralAwaitingConsent))
+    assert waiting == ["VERW-R-1", "VERW-R-3"]
+    # once on the event loop, then the patient path's bounded attempts
+    assert calls.count(b"VERW-R-2") == (
+        1 + pipeline_module.STORE_ATTEMPTS + pipeline_module.SINGLE_ATTEMPTS
+    )
