@@ -23,11 +23,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+from sqlalchemy.exc import DBAPIError
 
 from adapters.broker.reading import PartitionReader
 from adapters.logging import get_logger
@@ -39,6 +42,9 @@ BATCH_ROWS = 500
 RECONCILE_ROWS = 100_000
 IDLE_POLL_SECONDS = 0.5
 MAX_BACKOFF_SECONDS = 10.0
+OFF_LOOP_SECONDS = 30.0
+"""After the store refused a quick call on the event loop, how long its calls take a thread."""
+T = TypeVar("T")
 
 
 def make_producer(bootstrap: str, max_request_size: int) -> AIOKafkaProducer:
@@ -83,6 +89,7 @@ class OutboxRelay:
         self.reconciled_total = 0
         self._lock_of_store = store.relay_lock()
         self.holds_lock = False
+        self._off_loop_until = 0.0
 
     def wake(self) -> None:
         self._wake.set()
@@ -160,7 +167,25 @@ class OutboxRelay:
         async with self._lock:
             return await self._publish_pending()
 
+    async def _in_store(self, call: Callable[..., T], *args: Any) -> T:
+        """The relay's reads and marks: on the event loop, waiting for no lock (a worker
+        thread beside the loop contends for the GIL, as the pipeline's did); when the store
+        refuses that, in a worker thread, and so for `OFF_LOOP_SECONDS`."""
+        if time.monotonic() >= self._off_loop_until:
+            try:
+                return call(*args, quick=True)
+            except DBAPIError as exc:
+                self._off_loop_until = time.monotonic() + OFF_LOOP_SECONDS
+                log.warning(
+                    "store refused the relay on the event loop; using a worker thread",
+                    error=type(exc).__name__,
+                    for_seconds=OFF_LOOP_SECONDS,
+                )
+        return await asyncio.to_thread(call, *args)
+
     async def _hold_lock(self) -> bool:
+        if self.holds_lock and self._lock_of_store.held_for_sure():
+            return True
         held = await asyncio.to_thread(self._lock_of_store.acquire)
         if held and not self.holds_lock:
             log.info("outbox relay lock taken: this instance publishes the outbox")
@@ -180,7 +205,7 @@ class OutboxRelay:
         while True:
             if total and not await self._hold_lock():
                 return total  # between batches: still the holder?
-            rows = await asyncio.to_thread(self.store.pending_outbox, BATCH_ROWS)
+            rows = await self._in_store(self.store.pending_outbox, BATCH_ROWS)
             if not rows:
                 return total
             futures: list[asyncio.Future[object]] = []
@@ -217,7 +242,7 @@ class OutboxRelay:
                 (r.id, getattr(res, "partition", None), getattr(res, "offset", None))
                 for r, res in done
             ]
-            await asyncio.to_thread(self.store.mark_published, sent)
+            await self._in_store(self.store.mark_published, sent)
             total += len(done)
             self.published_total += len(done)
             if self._on_published is not None and done:

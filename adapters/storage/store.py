@@ -934,6 +934,10 @@ class Tx:
         )
 
     # --- outbox --------------------------------------------------------------------
+    def mark_published(self, rows: list[dict[str, Any]]) -> None:
+        """For `Store.mark_published`."""
+        self._db.execute_many(_S.mark_published, rows)
+
     def add_outbox(self, message: OutboundMessage) -> None:
         """Insert (by `flush`) unless a message with this id exists."""
         statement = (
@@ -1020,18 +1024,24 @@ class Store:
         raise AssertionError("unreachable")
 
     def _run_quick(self, work: Callable[[Tx], T]) -> T:
+        with self._quick() as conn, conn.begin():
+            if conn.dialect.name != "sqlite":
+                conn.exec_driver_sql(f"SET LOCAL lock_timeout = {QUICK_LOCK_WAIT_MS}")
+            tx = Tx(conn, self._now)
+            result = work(tx)
+            tx.flush()
+            return result
+
+    @contextlib.contextmanager
+    def _quick(self) -> Iterator[Connection]:
+        """A connection that waits at most `QUICK_LOCK_WAIT_MS` for SQLite's locks (taken
+        at BEGIN IMMEDIATE); PostgreSQL's transactions set their own `lock_timeout`."""
         sqlite = self.engine.dialect.name == "sqlite"
         with self.engine.connect() as conn:
-            if sqlite:  # SQLite waits for the write lock at BEGIN (IMMEDIATE)
+            if sqlite:
                 _busy_timeout(conn, QUICK_LOCK_WAIT_MS)
             try:
-                with conn.begin():
-                    if not sqlite:
-                        conn.exec_driver_sql(f"SET LOCAL lock_timeout = {QUICK_LOCK_WAIT_MS}")
-                    tx = Tx(conn, self._now)
-                    result = work(tx)
-                    tx.flush()
-                    return result
+                yield conn
             finally:
                 if sqlite and not conn.invalidated:
                     try:
@@ -1054,21 +1064,22 @@ class Store:
             return [_outbox_row(*row) for row in conn.execute(query)]
 
     # --- outbox relay -------------------------------------------------------------
-    def pending_outbox(self, limit: int = 500) -> list[OutboxRow]:
-        with self.engine.connect() as conn:
+    def pending_outbox(self, limit: int = 500, *, quick: bool = False) -> list[OutboxRow]:
+        """The oldest unpublished rows. `quick`: waits for no lock (see `run`)."""
+        with self._quick() if quick else self.engine.connect() as conn:
             rows = Direct(conn).rows(_S.pending_outbox, {"b_limit": limit})
         return [_outbox_row(*row) for row in rows]
 
-    def mark_published(self, sent: list[tuple[int, int | None, int | None]]) -> None:
-        """(row id, partition, offset) of what the broker acknowledged."""
+    def mark_published(
+        self, sent: list[tuple[int, int | None, int | None]], *, quick: bool = False
+    ) -> None:
+        """(row id, partition, offset) of what the broker acknowledged. `quick`: one attempt
+        that waits for no lock (see `run`)."""
         if not sent:
             return
         now = self._now()
-        with self.engine.begin() as conn:
-            Direct(conn).execute_many(
-                _S.mark_published,
-                [{"row_id": i, "p": p, "o": o, "published_at": now} for i, p, o in sent],
-            )
+        rows = [{"row_id": i, "p": p, "o": o, "published_at": now} for i, p, o in sent]
+        self.run(lambda tx: tx.mark_published(rows), quick=quick)
 
     def sent_positions(self, topics: list[str]) -> dict[tuple[str, int], int]:
         """The highest offset known to hold a message of ours, per topic-partition."""
@@ -1285,6 +1296,11 @@ class RelayLock:
         if self.store.dialect == "postgresql":
             return self._acquire_pg()
         return self._acquire_file()
+
+    def held_for_sure(self) -> bool:
+        """Held, and no check needed to know it: a file lock is held while its file is
+        open (a PostgreSQL session lock is checked by `acquire`, the session may be gone)."""
+        return self._file is not None
 
     def _acquire_pg(self) -> bool:
         if self._conn is not None:

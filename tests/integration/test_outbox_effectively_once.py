@@ -65,3 +65,53 @@ async def test_acknowledged_but_unmarked_rows_are_not_sent_again(
     assert set(on_topic) == {m.message_id for m in messages + later}, "none lost"
     assert max(on_topic.values()) == 1, f"duplicates: {[k for k, v in on_topic.items() if v > 1]}"
     store.dispose()
+
+
+async def test_a_store_locked_by_another_writer_delays_the_marking_not_the_event_loop(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """The relay reads and marks on the event loop, waiting for no lock. With the store's
+    write lock held elsewhere, marking takes a worker thread (and waits there), the loop
+    stays free meanwhile, and every message is on the topic once and marked."""
+    import asyncio
+    import sqlite3
+
+    topic = f"t{uuid.uuid4().hex[:10]}.welfare.x.referrals"
+    await ensure_topics(kafka_bootstrap, [TopicSpec(topic, 3)])
+    store = Store(f"sqlite:///{tmp_path / 'outbox.db'}")
+    store.migrate()
+    relay = OutboxRelay(store, make_producer(kafka_bootstrap, 1_048_576), bootstrap=kafka_bootstrap)
+    await relay.producer.start()
+    store.run(lambda tx: tx.add_outbox(_message(topic, 0)))
+    assert await relay.publish_pending() == 1  # the first pass's check and the topic's metadata
+    messages = [_message(topic, i) for i in range(1, 7)]
+    store.run(lambda tx: [tx.add_outbox(m) for m in messages])
+    other = sqlite3.connect(tmp_path / "outbox.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+    loop = asyncio.get_running_loop()
+    longest = 0.0  # the longest the loop was away while the lock was held
+
+    async def watch() -> None:
+        nonlocal longest
+        while True:
+            before = loop.time()
+            await asyncio.sleep(0.01)
+            longest = max(longest, loop.time() - before)
+
+    watcher = asyncio.create_task(watch())
+    publishing = asyncio.create_task(relay.publish_pending())
+    async with TopicReader(kafka_bootstrap, topic) as reader:
+        await reader.read(1 + len(messages))  # sent and acknowledged ...
+        await asyncio.sleep(0.5)
+        assert not publishing.done(), "... but not marked while the lock is held"
+        other.execute("COMMIT")
+        sent = await asyncio.wait_for(publishing, 30)
+        watcher.cancel()
+        on_topic = Counter(dict(r.headers)["ce_id"].decode() for r in await reader.everything())
+    await relay.producer.stop()
+    other.close()
+    assert sent == 6
+    assert longest < 1.0, f"the event loop was held up for {longest:.1f} s"
+    assert store.pending_outbox() == []
+    assert on_topic == Counter({f"id-{i}": 1 for i in range(7)})
+    store.dispose()
