@@ -4,12 +4,15 @@ Handlers never publish; they write outbound messages in the transaction that cha
 state. The relay sends pending rows in id order (per topic-partition order follows), with
 records sharing batches, and marks them published once the broker acknowledged them.
 Effectively once: each acknowledged message's partition and offset are stored with its
-row. Before the first pass after start-up, and after any failed pass, the relay reads the
-destination topics from the last known offsets (or from just before the oldest pending
-row) and marks every pending row whose ce_id is already there as published, without
-sending it again. So a crash between the broker's acknowledgement and the marking, or a
-send that timed out after the broker took it, does not send a message twice; and a row
-is only ever marked after the broker holds it, so none is lost. (The embedded broker
+row (marks are written together, every `MARK_EVERY_SECONDS` under load; rows acknowledged
+but not yet marked are not read as pending meanwhile, and the relay marks everything
+before it goes idle, stops or pauses). Before the first pass after start-up, and after any
+failed pass, the relay reads the destination topics from the last known offsets (or from
+just before the oldest pending row) and marks every pending row whose ce_id is already
+there as published, without sending it again. So a crash between the broker's
+acknowledgement and the marking, or a send that timed out after the broker took it, does
+not send a message twice; and a row is only ever marked after the broker holds it, so
+none is lost. (The embedded broker
 refuses the idempotent producer, so this cannot be left to Kafka.)
 
 Several hub instances may share one store: exactly one of them relays, the one holding the
@@ -42,6 +45,9 @@ BATCH_ROWS = 500
 RECONCILE_ROWS = 100_000
 IDLE_POLL_SECONDS = 0.5
 MAX_BACKOFF_SECONDS = 10.0
+MARK_EVERY_SECONDS = 0.1
+"""Acknowledged rows are marked published together, at most this long after (each mark is
+a store transaction of its own: at 500 consents/s a pass carried three or four rows)."""
 OFF_LOOP_SECONDS = 30.0
 """After the store refused a quick call on the event loop, how long its calls take a thread."""
 T = TypeVar("T")
@@ -90,6 +96,10 @@ class OutboxRelay:
         self._lock_of_store = store.relay_lock()
         self.holds_lock = False
         self._off_loop_until = 0.0
+        # acknowledged by the broker, not marked yet (see `_mark`)
+        self._acked: list[tuple[OutboxRow, object]] = []
+        self._acked_ids: set[int] = set()
+        self._marked_at = 0.0
 
     def wake(self) -> None:
         self._wake.set()
@@ -121,12 +131,15 @@ class OutboxRelay:
     async def paused(self) -> AsyncIterator[None]:
         """No pass runs inside (used while recovering from a broker that lost its state)."""
         async with self._lock:
+            with contextlib.suppress(Exception):  # what the old broker took counts as sent
+                await self._mark(everything=True)
             yield
 
     async def replace_producer(self, producer: AIOKafkaProducer) -> None:
         """A fresh producer (no metadata cached from a broker that is gone); the next pass
         checks the topics before it sends. Call inside `paused()`."""
         old, self.producer = self.producer, producer
+        self._acked, self._acked_ids = [], set()  # the old broker's: its rows stay pending
         with contextlib.suppress(Exception):
             await asyncio.wait_for(old.stop(), 5)
         await producer.start()
@@ -136,8 +149,10 @@ class OutboxRelay:
     async def _run(self) -> None:
         backoff = 0.1
         while True:
+            self._wake.clear()  # before the pass: a commit during it wakes the next one
             try:
-                sent = await self.publish_pending()
+                async with self._lock:
+                    sent = await self._publish_pending(mark_all=self._stopping)
                 backoff = 0.1
             except (KafkaError, OSError) as exc:
                 self._reconciled = False  # some of it may have reached the broker after all
@@ -155,25 +170,29 @@ class OutboxRelay:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
                 continue
-            if self._stopping and sent == 0:
+            if self._stopping and sent == 0 and not self._acked:
                 return
-            if sent == 0:
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), IDLE_POLL_SECONDS)
+            if self._stopping:
+                continue  # the next pass marks what is acknowledged (`mark_all`)
+            idle = IDLE_POLL_SECONDS
+            if self._acked:  # back when their marking is due
+                idle = max(0.0, MARK_EVERY_SECONDS - (time.monotonic() - self._marked_at))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), idle)
 
     async def publish_pending(self) -> int:
-        """Publish every pending row; returns how many were marked published."""
+        """Publish every pending row; returns how many the broker acknowledged, all of them
+        marked published when it returns."""
         async with self._lock:
-            return await self._publish_pending()
+            return await self._publish_pending(mark_all=True)
 
-    async def _in_store(self, call: Callable[..., T], *args: Any) -> T:
+    async def _in_store(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """The relay's reads and marks: on the event loop, waiting for no lock (a worker
         thread beside the loop contends for the GIL, as the pipeline's did); when the store
         refuses that, in a worker thread, and so for `OFF_LOOP_SECONDS`."""
         if time.monotonic() >= self._off_loop_until:
             try:
-                return call(*args, quick=True)
+                return call(*args, quick=True, **kwargs)
             except DBAPIError as exc:
                 self._off_loop_until = time.monotonic() + OFF_LOOP_SECONDS
                 log.warning(
@@ -181,7 +200,7 @@ class OutboxRelay:
                     error=type(exc).__name__,
                     for_seconds=OFF_LOOP_SECONDS,
                 )
-        return await asyncio.to_thread(call, *args)
+        return await asyncio.to_thread(call, *args, **kwargs)
 
     async def _hold_lock(self) -> bool:
         if self.holds_lock and self._lock_of_store.held_for_sure():
@@ -195,7 +214,7 @@ class OutboxRelay:
         self.holds_lock = held
         return held
 
-    async def _publish_pending(self) -> int:
+    async def _publish_pending(self, *, mark_all: bool) -> int:
         if not await self._hold_lock():
             return 0
         if not self._reconciled:
@@ -205,8 +224,13 @@ class OutboxRelay:
         while True:
             if total and not await self._hold_lock():
                 return total  # between batches: still the holder?
-            rows = await self._in_store(self.store.pending_outbox, BATCH_ROWS)
+            # Rows acknowledged but not marked yet are still pending in the store: read past
+            # them. (A row that commits later with a lower id, as PostgreSQL's sequences
+            # allow, is read once these are marked, within `MARK_EVERY_SECONDS`.)
+            after = max(self._acked_ids) if self._acked_ids else None
+            rows = await self._in_store(self.store.pending_outbox, BATCH_ROWS, after=after)
             if not rows:
+                await self._mark(everything=mark_all)
                 return total
             futures: list[asyncio.Future[object]] = []
             for row in rows:
@@ -238,17 +262,35 @@ class OutboxRelay:
                     break  # keep per-partition order: what follows a failure waits for the retry
                 else:
                     done.append((row, result))
-            sent = [
-                (r.id, getattr(res, "partition", None), getattr(res, "offset", None))
-                for r, res in done
-            ]
-            await self._in_store(self.store.mark_published, sent)
+            self._acked.extend(done)
+            self._acked_ids.update(r.id for r, _ in done)
             total += len(done)
             self.published_total += len(done)
-            if self._on_published is not None and done:
-                self._on_published([r for r, _ in done])
             if failure is not None:
                 raise failure
+            await self._mark(everything=False)
+
+    async def _mark(self, *, everything: bool) -> None:
+        """Mark the acknowledged rows published: now if `everything`, else when the last
+        marking is `MARK_EVERY_SECONDS` ago. Runs inside a pass (or `paused`), under the
+        relay's lock. On failure the rows stay acknowledged: not sent again, marked later
+        (or found on their topics by the check after the failed pass)."""
+        if not self._acked:
+            return
+        now = time.monotonic()
+        if not everything and now - self._marked_at < MARK_EVERY_SECONDS:
+            return
+        batch = self._acked[:]
+        sent = [
+            (r.id, getattr(res, "partition", None), getattr(res, "offset", None))
+            for r, res in batch
+        ]
+        await self._in_store(self.store.mark_published, sent)
+        del self._acked[: len(batch)]
+        self._acked_ids.difference_update(r.id for r, _ in batch)
+        self._marked_at = now
+        if self._on_published is not None:
+            self._on_published([r for r, _ in batch])
 
     async def _reconcile(self) -> None:
         """Mark pending rows that are already on their topics as published (see module doc)."""

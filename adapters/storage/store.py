@@ -287,6 +287,7 @@ class _S:
         .order_by(t.outbox.c.id)
         .limit(bindparam("b_limit"))
     )
+    pending_outbox_after = pending_outbox.where(t.outbox.c.id > bindparam("b_after"))
     mark_published = (
         update(t.outbox)
         .where(t.outbox.c.id == bindparam("row_id"))
@@ -1064,10 +1065,18 @@ class Store:
             return [_outbox_row(*row) for row in conn.execute(query)]
 
     # --- outbox relay -------------------------------------------------------------
-    def pending_outbox(self, limit: int = 500, *, quick: bool = False) -> list[OutboxRow]:
-        """The oldest unpublished rows. `quick`: waits for no lock (see `run`)."""
+    def pending_outbox(
+        self, limit: int = 500, *, after: int | None = None, quick: bool = False
+    ) -> list[OutboxRow]:
+        """The oldest unpublished rows (with an id above `after`, if given). `quick`: waits
+        for no lock (see `run`)."""
         with self._quick() if quick else self.engine.connect() as conn:
-            rows = Direct(conn).rows(_S.pending_outbox, {"b_limit": limit})
+            if after is None:
+                rows = Direct(conn).rows(_S.pending_outbox, {"b_limit": limit})
+            else:
+                rows = Direct(conn).rows(
+                    _S.pending_outbox_after, {"b_limit": limit, "b_after": after}
+                )
         return [_outbox_row(*row) for row in rows]
 
     def mark_published(

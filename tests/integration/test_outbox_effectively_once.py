@@ -7,6 +7,8 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from adapters.broker.admin import TopicSpec, ensure_topics
 from adapters.broker.client import Sender
 from adapters.broker.outbox import OutboxRelay, make_producer
@@ -114,4 +116,43 @@ async def test_a_store_locked_by_another_writer_delays_the_marking_not_the_event
     assert longest < 1.0, f"the event loop was held up for {longest:.1f} s"
     assert store.pending_outbox() == []
     assert on_topic == Counter({f"id-{i}": 1 for i in range(7)})
+    store.dispose()
+
+
+async def test_marks_are_written_together_and_acknowledged_rows_are_not_sent_again(
+    kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under a stream of small commits the relay sends each as it comes and marks what the
+    broker acknowledged together (one store transaction per `MARK_EVERY_SECONDS`, not per
+    pass), reading past acknowledged rows meanwhile: each message once on the topic, all
+    marked when it stops."""
+
+    from adapters.broker import outbox
+
+    monkeypatch.setattr(outbox, "MARK_EVERY_SECONDS", 0.5)
+    topic = f"t{uuid.uuid4().hex[:10]}.welfare.x.referrals"
+    await ensure_topics(kafka_bootstrap, [TopicSpec(topic, 3)])
+    store = Store(f"sqlite:///{tmp_path / 'outbox.db'}")
+    store.migrate()
+    relay = OutboxRelay(store, make_producer(kafka_bootstrap, 1_048_576), bootstrap=kafka_bootstrap)
+    marks: list[int] = []
+    mark = store.mark_published
+    monkeypatch.setattr(
+        store, "mark_published", lambda sent, **kw: (marks.append(len(sent)), mark(sent, **kw))
+    )
+    await relay.start()
+    waves = 12
+    async with TopicReader(kafka_bootstrap, topic) as reader:
+        for wave in range(waves):
+            store.run(
+                lambda tx, w=wave: [tx.add_outbox(_message(topic, 3 * w + i)) for i in range(3)]
+            )
+            relay.wake()
+            await reader.read(3)  # sent before the next wave is committed
+        await relay.stop()
+        on_topic = Counter(dict(r.headers)["ce_id"].decode() for r in await reader.everything())
+    assert on_topic == Counter({f"id-{i}": 1 for i in range(3 * waves)})
+    assert store.pending_outbox() == []
+    assert sum(marks) == 3 * waves
+    assert len(marks) < waves / 2, f"marked in {len(marks)} transactions for {waves} passes"
     store.dispose()
