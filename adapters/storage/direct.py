@@ -9,7 +9,9 @@ conversions, e.g. UtcDateTime, as every other statement), and run on the cursor 
 connection's transaction.
 
 An expanding parameter (`bindparam(..., expanding=True)`, an `IN` list) is rendered with
-one placeholder per value, as SQLAlchemy renders it; the text is kept per list length.
+one placeholder per value, as SQLAlchemy renders it, for lists padded to the next power of
+two with their last value (the same rows): a few texts per statement, each prepared once
+by the driver's statement cache, instead of one per list length.
 
 DBAPI errors are raised as SQLAlchemy's `DBAPIError` subclasses, as SQLAlchemy raises
 them, so retries and outage handling see no difference (the store's engines leave the
@@ -82,13 +84,19 @@ class Compiled:
     def expanded(self, values: Mapping[str, Any]) -> tuple[str, Any]:
         """(SQL text, parameters) for a statement with IN lists: a placeholder per value."""
         assert self._expanding is not None
+        values = dict(values)
+        for (_n, key, _d, _p), e in zip(self._binds, self._expanding, strict=True):
+            if e:
+                items = list(values[key])
+                if not items:
+                    raise ValueError("an empty IN list")  # SQLAlchemy renders another expression
+                items += items[-1:] * ((1 << (len(items) - 1).bit_length()) - len(items))
+                values[key] = items
         lengths = tuple(
             len(values[key])
             for (_n, key, _d, _p), e in zip(self._binds, self._expanding, strict=True)
             if e
         )
-        if 0 in lengths:
-            raise ValueError("an empty IN list")  # SQLAlchemy renders another expression
         sql = self._texts.get(lengths)
         if sql is None:
             sql = self.sql

@@ -204,6 +204,11 @@ def test_statements_on_the_cursor_read_and_write_what_sqlalchemy_does(store_url:
             values = {"b_ids": ids, "b_at": NOW}
             assert db.rows(in_lists, values) == [tuple(r) for r in conn.execute(in_lists, values)]
         assert len(db.rows(in_lists, {"b_ids": ["c-direct", "c-sqlalchemy"], "b_at": NOW})) == 2
+        for n in range(1, 21):  # lists of every length, padded: a handful of texts
+            values = {"b_ids": [f"c-{i}" for i in range(n - 1)] + ["c-direct"], "b_at": NOW}
+            assert db.rows(in_lists, values) == [tuple(r) for r in conn.execute(in_lists, values)]
+        texts = db._compiled(in_lists, None)._texts  # noqa: SLF001
+        assert sorted(n for (n,) in texts) == [1, 2, 4, 8, 16, 32]
         with pytest.raises(ValueError, match="empty IN list"):
             db.rows(in_lists, {"b_ids": [], "b_at": NOW})
     with pytest.raises(IntegrityError) as refused, store.engine.begin() as conn:
