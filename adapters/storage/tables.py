@@ -20,7 +20,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.sql import true
+from sqlalchemy.sql import and_, true
 from sqlalchemy.types import TypeDecorator
 
 metadata = MetaData()
@@ -127,6 +127,13 @@ consents = Table(
     Column("updated_at", UtcDateTime, nullable=False),
 )
 
+Index(
+    "ix_consents_not_started",
+    consents.c.period_start,
+    sqlite_where=consents.c.started.is_(False),
+    postgresql_where=consents.c.started.is_(False),
+)
+
 consent_referrals = Table(
     "consent_referrals",
     metadata,
@@ -166,12 +173,36 @@ registrations = Table(
     Column("updated_at", UtcDateTime, nullable=False),
     Column("patient_bsn", String(9), nullable=True),
     Column("practice_id", String(40), nullable=True),
-    Column("contact_due_at", UtcDateTime, nullable=True, index=True),
+    Column("contact_due_at", UtcDateTime, nullable=True),
     Column("contact_made_at", UtcDateTime, nullable=True),
     Column("overdue_at", UtcDateTime, nullable=True),
     Column("closed_at", UtcDateTime, nullable=True),
     Column("retain_until", UtcDateTime, nullable=True),
     Index("ix_registrations_patient_recipient", "patient_bsn", "recipient_id"),
+)
+
+# What the timer asks every tick, with the write lock held (SQLite: BEGIN IMMEDIATE), must
+# not read the whole history: partial indexes hold only the rows still to act on, so a tick
+# reads what is due, however many registrations and consents are past. (Without them the
+# tick's scans grew with the store and, held longer than the pipeline's lock wait, sent
+# its transactions to the worker thread: bench soak.) The queries repeat these conditions
+# term for term, which is what lets SQLite use a partial index.
+_open_registration = (
+    registrations.c.contact_made_at.is_(None),
+    registrations.c.overdue_at.is_(None),
+    registrations.c.closed_at.is_(None),
+)
+Index(
+    "ix_registrations_contact_open",
+    registrations.c.contact_due_at,
+    sqlite_where=and_(*_open_registration),
+    postgresql_where=and_(*_open_registration),
+)
+Index(
+    "ix_registrations_retention",
+    registrations.c.retain_until,
+    sqlite_where=registrations.c.patient_bsn.is_not(None),
+    postgresql_where=registrations.c.patient_bsn.is_not(None),
 )
 
 feedback = Table(

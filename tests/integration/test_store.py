@@ -13,6 +13,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import event
 
 from adapters.fhir.consent import consent_from_fhir
 from adapters.fhir.referral import referral_from_fhir
@@ -37,6 +38,57 @@ def test_migrations_are_idempotent_and_match_the_tables(store_url: str) -> None:
         diff = compare_metadata(MigrationContext.configure(conn), metadata)
     store.dispose()
     assert diff == []
+
+
+INDEX_NAMES = (
+    "ix_consents_not_started",
+    "ix_registrations_contact_open",
+    "ix_registrations_retention",
+)
+
+
+def test_the_timers_questions_read_what_is_due_not_the_history(store_url: str) -> None:
+    """A tick holds the write lock: each of its questions must be answered from a partial
+    index (rows still to act on), never by reading every consent or registration."""
+    store = Store(store_url)
+    store.migrate()
+    asked: list[tuple[str, Any]] = []
+
+    def grab(_c: Any, _cur: Any, statement: str, parameters: Any, _ctx: Any, _many: bool) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            asked.append((statement, parameters))
+
+    event.listen(store.engine, "before_cursor_execute", grab)
+    store.run(
+        lambda tx: (tx.consents_starting(NOW), tx.registrations_due(NOW), tx.purge_expired(NOW))
+    )
+    event.remove(store.engine, "before_cursor_execute", grab)
+    assert len(asked) == 3
+    used: set[str] = set()
+    with store.engine.begin() as conn:
+        sqlite = conn.dialect.name == "sqlite"
+        if not sqlite:  # any plan PostgreSQL can make without reading the table through
+            conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+        for statement, parameters in asked:
+            explain = "EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN "
+            plan = " | ".join(
+                str(r[-1]) for r in conn.exec_driver_sql(explain + statement, parameters)
+            )
+            assert "SCAN consents" not in plan and "SCAN registrations" not in plan, plan
+            assert "Seq Scan" not in plan, plan
+            used |= {name for name in INDEX_NAMES if name in plan}
+        definitions = {
+            name: conn.exec_driver_sql(
+                "SELECT sql FROM sqlite_master WHERE name = ?"
+                if sqlite
+                else "SELECT indexdef FROM pg_indexes WHERE indexname = %s",
+                (name,),
+            ).scalar()
+            for name in INDEX_NAMES
+        }
+    store.dispose()
+    assert used == set(INDEX_NAMES)
+    assert all(" WHERE " in (d or "").upper() for d in definitions.values()), definitions
 
 
 def test_a_held_referral_survives_a_new_store(store_url: str, participants: Participants) -> None:
