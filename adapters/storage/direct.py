@@ -85,18 +85,16 @@ class Compiled:
         """(SQL text, parameters) for a statement with IN lists: a placeholder per value."""
         assert self._expanding is not None
         values = dict(values)
+        padded: list[int] = []
         for (_n, key, _d, _p), e in zip(self._binds, self._expanding, strict=True):
             if e:
                 items = list(values[key])
                 if not items:
                     raise ValueError("an empty IN list")  # SQLAlchemy renders another expression
-                items += items[-1:] * ((1 << (len(items) - 1).bit_length()) - len(items))
-                values[key] = items
-        lengths = tuple(
-            len(values[key])
-            for (_n, key, _d, _p), e in zip(self._binds, self._expanding, strict=True)
-            if e
-        )
+                n = 1 << (len(items) - 1).bit_length()
+                values[key] = items + items[-1:] * (n - len(items))
+                padded.append(n)
+        lengths = tuple(padded)
         sql = self._texts.get(lengths)
         if sql is None:
             sql = self.sql

@@ -572,7 +572,7 @@ class Tx:
         rows = self.conn.execute(
             select(t.consents.c.body)
             .where(
-                t.consents.c.started.is_(False),
+                t.CONSENT_NOT_STARTED,
                 t.consents.c.status == "active",
                 t.consents.c.period_start <= until,
             )
@@ -709,9 +709,7 @@ class Tx:
             select(t.registrations)
             .where(
                 t.registrations.c.contact_due_at <= until,
-                t.registrations.c.contact_made_at.is_(None),
-                t.registrations.c.overdue_at.is_(None),
-                t.registrations.c.closed_at.is_(None),
+                t.REGISTRATION_OPEN,
             )
             .order_by(t.registrations.c.contact_due_at, t.registrations.c.registration_id)
         )
@@ -756,7 +754,7 @@ class Tx:
             for r in self.conn.execute(
                 select(t.registrations.c.registration_id).where(
                     t.registrations.c.retain_until <= now,
-                    t.registrations.c.patient_bsn.is_not(None),
+                    t.REGISTRATION_HOLDS_PERSONAL_DATA,
                 )
             )
         ]

@@ -20,7 +20,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.sql import and_, true
+from sqlalchemy.sql import ColumnElement, and_, true
 from sqlalchemy.types import TypeDecorator
 
 metadata = MetaData()
@@ -127,12 +127,19 @@ consents = Table(
     Column("updated_at", UtcDateTime, nullable=False),
 )
 
-Index(
-    "ix_consents_not_started",
-    consents.c.period_start,
-    sqlite_where=consents.c.started.is_(False),
-    postgresql_where=consents.c.started.is_(False),
-)
+
+def _partial_index(name: str, column: Column[Any], where: ColumnElement[bool]) -> None:
+    Index(name, column, sqlite_where=where, postgresql_where=where)
+
+
+# What the timer asks every tick, with the write lock held (SQLite: BEGIN IMMEDIATE), must
+# not read the whole history: partial indexes hold only the rows still to act on, so a tick
+# reads what is due, however many registrations and consents are past. (Without them the
+# tick's scans grew with the store and, held longer than the pipeline's lock wait, sent
+# its transactions to the worker thread: bench soak.) The store's queries put these very
+# conditions in their WHERE, which is what lets SQLite use a partial index.
+CONSENT_NOT_STARTED = consents.c.started.is_(False)
+_partial_index("ix_consents_not_started", consents.c.period_start, CONSENT_NOT_STARTED)
 
 consent_referrals = Table(
     "consent_referrals",
@@ -181,28 +188,15 @@ registrations = Table(
     Index("ix_registrations_patient_recipient", "patient_bsn", "recipient_id"),
 )
 
-# What the timer asks every tick, with the write lock held (SQLite: BEGIN IMMEDIATE), must
-# not read the whole history: partial indexes hold only the rows still to act on, so a tick
-# reads what is due, however many registrations and consents are past. (Without them the
-# tick's scans grew with the store and, held longer than the pipeline's lock wait, sent
-# its transactions to the worker thread: bench soak.) The queries repeat these conditions
-# term for term, which is what lets SQLite use a partial index.
-_open_registration = (
+REGISTRATION_OPEN = and_(
     registrations.c.contact_made_at.is_(None),
     registrations.c.overdue_at.is_(None),
     registrations.c.closed_at.is_(None),
 )
-Index(
-    "ix_registrations_contact_open",
-    registrations.c.contact_due_at,
-    sqlite_where=and_(*_open_registration),
-    postgresql_where=and_(*_open_registration),
-)
-Index(
-    "ix_registrations_retention",
-    registrations.c.retain_until,
-    sqlite_where=registrations.c.patient_bsn.is_not(None),
-    postgresql_where=registrations.c.patient_bsn.is_not(None),
+REGISTRATION_HOLDS_PERSONAL_DATA = registrations.c.patient_bsn.is_not(None)
+_partial_index("ix_registrations_contact_open", registrations.c.contact_due_at, REGISTRATION_OPEN)
+_partial_index(
+    "ix_registrations_retention", registrations.c.retain_until, REGISTRATION_HOLDS_PERSONAL_DATA
 )
 
 feedback = Table(
