@@ -30,6 +30,7 @@ from schemas import topics as topic_names
 from schemas.messages import Headers
 from schemas.participants import Participants
 from schemas.topics import Topics
+from services import collector
 from services.api.app import HttpServer, create_app
 from services.api.auth import Authenticator
 from services.api.context import ApiContext
@@ -118,6 +119,7 @@ class RunningHub:
         self.hub.store.dispose()
         if self.embedded is not None:
             self.embedded.stop()
+        collector.restore()
         log.info("hub stopped", stop_seconds=round(asyncio.get_running_loop().time() - began, 2))
 
     async def recover_from_broker_loss(self, last_good: datetime) -> None:
@@ -270,6 +272,7 @@ async def start_hub(
         if embedded is not None:
             embedded.stop()
         raise
+    collector.tune()  # until stop()
     log.info(
         "hub started",
         bootstrap=bootstrap,

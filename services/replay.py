@@ -26,6 +26,7 @@ from adapters.storage.store import Store
 from schemas import topics as names
 from schemas.audit import AuditRecord
 from schemas.messages import InboundRecord
+from services import collector
 from services.audit_log import append
 from services.consent.handlers import consent_pipeline
 from services.feedback.handlers import feedback_pipeline
@@ -239,10 +240,11 @@ async def replay(
         if len(pending) >= CHUNK:
             flush()
 
-    counts, missing = await read_topics(bootstrap, live, span, handle, progress)
-    await asyncio.to_thread(flush)
-    clock.now = as_of
-    await asyncio.to_thread(tick, hub)
+    with collector.tuned():
+        counts, missing = await read_topics(bootstrap, live, span, handle, progress)
+        await asyncio.to_thread(flush)
+        clock.now = as_of
+        await asyncio.to_thread(tick, hub)
     result = ReplayResult(records=sum(counts.values()), per_topic=counts)
     if compare_with_live:
         result.differences = missing + await asyncio.to_thread(compare, live.store, into)
