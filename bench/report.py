@@ -506,6 +506,8 @@ def markdown(document: dict[str, Any]) -> str:
         else f"KAFKA_BOOTSTRAP_SERVERS ({broker.get('cluster_id')})"
     )
     versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v)
+    phases = {"throughput": "throughput", "offline": "replay", "latency": "latency", "soak": "soak"}
+    skipped = [phase for phase, key in phases.items() if key not in results]
     lines = [
         "# Schakel benchmark: latest run",
         "",
@@ -520,7 +522,8 @@ def markdown(document: dict[str, Any]) -> str:
         f"offered rate ({', '.join(str(r) for r in sizes['rates'])} events/s); soak "
         f"{sizes['soak_events']:,} events; audit verify of {sizes['audit_entries']:,} filled entries; "
         f"{sizes['partitions']} partitions per topic. Command: `python3 dev.py bench"
-        f"{' --smoke' if env['smoke'] else ''}` (see README, Benchmarks).",
+        f"{' --smoke' if env['smoke'] else ''}` (see README, Benchmarks)."
+        f"{' Not run this time (`--phases`): ' + ', '.join(skipped) + '.' if skipped else ''}",
         "",
         "## Goals (issue #9)",
         "",
@@ -711,6 +714,8 @@ def plot(document: dict[str, Any], path: Path) -> None:
     if soak:
         ax.legend()
         ax.set_ylim(bottom=0)
+    else:
+        ax.text(0.5, 0.5, "no soak in this run", ha="center", va="center", transform=ax.transAxes)
     ax.set_title("RSS over the soak")
     ax.set_xlabel("events done")
     ax.set_ylabel("MiB")

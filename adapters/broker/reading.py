@@ -5,11 +5,12 @@ last record batch plus one, so after a multi-record batch it undercounts. A part
 therefore done only when the consumer is past the end offset *and* a poll brought nothing
 new for it.
 
-Every poll asks for all partitions still being read: the broker answers them in one fetch,
-which it may hold for the consumer's whole `fetch_max_wait_ms`, so asking per partition
-costs that wait once per partition and buffer refill (the replay spent half its time
-there). A partition that is far ahead of the reader is paused until its buffer is drained,
-so memory stays bounded when the order of reading favours a few partitions.
+Every poll asks for all partitions still being read: a broker answers all of its partitions
+in one fetch, which it may hold for the consumer's whole `fetch_max_wait_ms` (the embedded
+one does, BROKER.md §3), so asking per partition costs that wait once per partition and
+buffer refill (the replay spent half its time there). A partition that is far ahead of the
+reader is paused until its buffer is drained, so memory stays bounded when the order of
+reading favours a few partitions.
 """
 
 from __future__ import annotations
