@@ -356,6 +356,14 @@ def figures(results: dict[str, Any]) -> list[dict[str, Any]]:
         hub.get("broker_cpu_ms_per_referral"),
         raw_broker * 2 if raw_broker is not None else None,
     )
+    if hub.get("store_cpu_ms_per_referral") is not None:
+        add(
+            "throughput",
+            "store server CPU per referral (PostgreSQL's processes; the raw pipe has none)",
+            "ms",
+            hub.get("store_cpu_ms_per_referral"),
+            None,
+        )
     lat = results.get("latency") or {}
     for rate in sorted((lat.get("hub") or {}).keys() | (lat.get("raw") or {}).keys(), key=int):
         h, r = _get(lat, "hub", rate) or {}, _get(lat, "raw", rate) or {}
@@ -506,6 +514,9 @@ def markdown(document: dict[str, Any]) -> str:
         else f"KAFKA_BOOTSTRAP_SERVERS ({broker.get('cluster_id')})"
     )
     versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v)
+    store = (results.get("store") or {}).get("kind") or "SQLite (a fresh file per run)"
+    store_url = (results.get("store") or {}).get("url")
+    store_option = f" --store {store_url}" if store_url else ""
     phases = {"throughput": "throughput", "offline": "replay", "latency": "latency", "soak": "soak"}
     skipped = [phase for phase, key in phases.items() if key not in results]
     lines = [
@@ -513,7 +524,7 @@ def markdown(document: dict[str, Any]) -> str:
         "",
         f"{'Smoke run (tiny sizes: the figures mean nothing). ' if env['smoke'] else ''}"
         f"{env['date']}, {_code(env)}, "
-        f"{env.get('seconds', 0):.0f} s. Broker: {kind}. {env['cpus']} CPUs, load average "
+        f"{env.get('seconds', 0):.0f} s. Broker: {kind}. Store: {store}. {env['cpus']} CPUs, load average "
         f"{env['load_before'][0]:.2f} before and {env.get('load_after', [0])[0]:.2f} after; Python "
         f"{env['python']}; {versions}.",
         "",
@@ -522,7 +533,7 @@ def markdown(document: dict[str, Any]) -> str:
         f"offered rate ({', '.join(str(r) for r in sizes['rates'])} events/s); soak "
         f"{sizes['soak_events']:,} events; audit verify of {sizes['audit_entries']:,} filled entries; "
         f"{sizes['partitions']} partitions per topic. Command: `python3 dev.py bench"
-        f"{' --smoke' if env['smoke'] else ''}` (see README, Benchmarks)."
+        f"{' --smoke' if env['smoke'] else ''}{store_option}` (see README, Benchmarks)."
         f"{' Not run this time (`--phases`): ' + ', '.join(skipped) + '.' if skipped else ''}",
         "",
         "## Goals (issue #9)",
@@ -588,8 +599,8 @@ METHOD = [
     "system sends) are pre-loaded; the raw pipe (getmany, sends of a poll gathered, one commit; "
     "acks=all, no idempotence, the hub's group timings, fetch wait and 500 records per poll) "
     "copies them from one topic to another (repeated to at least `raw_records`, 40,000 by "
-    "default, so that its rate is a steady one); the hub (`start_hub`, SQLite store, HTTP off, INFO "
-    "logs to a file) turns them into N releases. Time runs from the first consumer's partition "
+    "default, so that its rate is a steady one); the hub (`start_hub`, the store named above, a "
+    "fresh one per run, HTTP off, INFO logs to a file) turns them into N releases. Time runs from the first consumer's partition "
     "assignment to the last output record read by a consumer; CPU is the measured process's "
     "(all threads) over that span, for the hub until its outbox (audit trail included) is drained.",
     "- Latency: the hub gets the referrals first and waits for consent; then the consents are "

@@ -45,6 +45,7 @@ from bench.clients import (
     preload,
     producer,
 )
+from bench.stores import StoreError, Stores
 from bench.workload import (
     ORGANISATIONS,
     Message,
@@ -255,6 +256,8 @@ class Bench:
         out: Path,
         profile: bool,
         revision: str | None = None,
+        store: str | None = None,
+        run_id: str | None = None,
     ) -> None:
         self.bootstrap = bootstrap
         self.broker_pid = broker_pid
@@ -263,7 +266,8 @@ class Bench:
         self.log_dir = log_dir
         self.out = out
         self.profile = profile
-        self.run_id = uuid.uuid4().hex[:6]
+        self.run_id = run_id or uuid.uuid4().hex[:6]
+        self.stores = Stores(work, self.run_id, store)
         self.code = snapshot(work, revision)
         self.participants = load_participants(DEMO_PARTICIPANTS)
         self.tuning: ConsumerTuning | None = None
@@ -335,11 +339,11 @@ class Bench:
             "max_records": MAX_RECORDS,
         }
 
-    def hub_args(self, prefix: str, db: str, **extra: Any) -> dict[str, Any]:
+    def hub_args(self, prefix: str, store: str, **extra: Any) -> dict[str, Any]:
         return {
             "bootstrap": self.bootstrap,
             "prefix": prefix,
-            "database_url": f"sqlite:///{self.work / db}",
+            "database_url": self.stores.url(store),
             "partitions": self.sizes.partitions,
             **extra,
         }
@@ -368,6 +372,7 @@ class Bench:
             fetch_max_wait_ms=HubSettings().fetch_max_wait_ms,
             max_message_bytes=HubSettings().max_message_bytes,
         )
+        self.results["store"] = {"kind": self.stores.kind, "url": self.stores.shown_url}
         self.results["broker"] = {
             "bootstrap_embedded": self.broker_pid is not None,
             "cluster_id": info.cluster_id,
@@ -470,17 +475,18 @@ class Bench:
         counter = await Counter(
             self.bootstrap, self.welfare_topics(topics), self.released()
         ).start()
-        db = "throughput.db" if keep else "profiled.db"
+        db = "throughput" if keep else "profiled"
         try:
             async with self.child("hub-throughput" if keep else "hub-profiled") as sut:
-                broker0 = cpu_of(self.broker_pid)
-                ready = await sut.call("hub-start", **self.hub_args(prefix, db))
+                args = self.hub_args(prefix, db)  # the store is created before the clock runs
+                broker0, store0 = cpu_of(self.broker_pid), self.stores.server_cpu()
+                ready = await sut.call("hub-start", **args)
                 sampler = await start_py_spy(spy, sut.pid, stacks) if spy and stacks else None
                 last = await counter.until(n, timeout=60 + n / 20)
                 drained = await sut.call("hub-drain")
                 if sampler is not None:
                     await stop_py_spy(sampler)
-                broker1 = cpu_of(self.broker_pid)
+                broker1, store1 = cpu_of(self.broker_pid), self.stores.server_cpu()
                 rss = rss_of(sut.pid)
                 await sut.call("hub-stop")
         finally:
@@ -505,6 +511,9 @@ class Bench:
             "broker_cpu_ms_per_referral": None
             if broker0 is None or broker1 is None
             else (broker1 - broker0) / n * 1000,
+            "store_cpu_ms_per_referral": None
+            if store0 is None or store1 is None
+            else (store1 - store0) / n * 1000,
             "rss_bytes": rss,
         }
         if keep:
@@ -525,7 +534,7 @@ class Bench:
             topics.consent_withdrawn,
             topics.feedback_returned,
         ]
-        live = f"sqlite:///{self.work / db}"
+        live = self.stores.url(db)
         try:
             async with self.child("offline") as sut:
                 say(f"replay: raw read of the inbound topics ({inbound} records)")
@@ -627,7 +636,7 @@ class Bench:
         ).start()
         try:
             await sut.call(
-                "hub-start", **self.hub_args(prefix, f"latency-{rate}.db", count_waiting=True)
+                "hub-start", **self.hub_args(prefix, f"latency-{rate}", count_waiting=True)
             )
             await preload(self.bootstrap, referrals)
             limit = 120 + count / 20
@@ -792,7 +801,7 @@ class Bench:
                     await asyncio.wait_for(wake.wait(), 1.0)
             await sends.flush()
 
-        start = ("hub-start", self.hub_args(prefix, "soak.db"))
+        start = ("hub-start", self.hub_args(prefix, "soak"))
         return await self.soaking("hub-soak", prefix, counter, start, "hub-stop", drive)
 
     async def raw_soak(self, events: int) -> dict[str, Any]:
@@ -921,6 +930,13 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, Sizes]:
     )
     parser.add_argument("--log-dir", type=Path, help="keep the logs of the measured processes here")
     parser.add_argument(
+        "--store",
+        metavar="POSTGRESQL_URL",
+        help="run the hubs on PostgreSQL (the production store): a fresh database per run on "
+        "this server, created through the URL's database and dropped at the end (default: a "
+        "fresh SQLite file per run, the embedded default)",
+    )
+    parser.add_argument(
         "--code",
         metavar="REVISION",
         help="measure the code of this commit (e.g. HEAD) instead of the working tree as it is",
@@ -957,6 +973,7 @@ async def _main(
         )
     else:
         say(f"broker: KAFKA_BOOTSTRAP_SERVERS={bootstrap}")
+    bench: Bench | None = None
     try:
         bench = Bench(
             bootstrap,
@@ -967,10 +984,16 @@ async def _main(
             args.out,
             args.profile,
             args.code,
+            store=args.store,
         )
+        say(f"store: {bench.stores.kind}")
         phases = tuple(p for p in PHASES if p in args.phases.split(","))
         return await bench.run(phases)
+    except StoreError as exc:
+        raise BenchError(str(exc)) from None
     finally:
+        if bench is not None:
+            bench.stores.drop_all()
         if embedded is not None:
             embedded.stop()
 
