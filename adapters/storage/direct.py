@@ -213,13 +213,18 @@ class Direct:
         return int(cursor.rowcount)
 
     def execute_many(self, statement: Executable, rows: Sequence[Mapping[str, Any]]) -> None:
-        """One statement for many rows (all with the keys of the first)."""
+        """One statement for many rows (all with the keys of the first). A single row is
+        an `execute`: psycopg's `executemany` enters and leaves pipeline mode around it,
+        which costs about as much again as the statement (85 vs 44 µs CPU here)."""
         if not rows:
             return
         compiled = self._compiled(statement, tuple(rows[0]))
         params = [compiled.parameters(r) for r in rows]
         cursor = self._cursor_of()
         try:
-            cursor.executemany(compiled.sql, params)
+            if len(params) == 1:
+                cursor.execute(compiled.sql, params[0])
+            else:
+                cursor.executemany(compiled.sql, params)
         except self.dialect.loaded_dbapi.Error as exc:
             raise self._fail(exc, compiled.sql, params) from exc
