@@ -328,9 +328,11 @@ def figures(results: dict[str, Any]) -> list[dict[str, Any]]:
     tp = results.get("throughput") or {}
     hub, raw = tp.get("hub") or {}, tp.get("raw") or {}
     raw_broker = raw.get("broker_cpu_ms_per_event")
+    processes = hub.get("processes", 1)
     add(
         "throughput",
-        "events/s (referral and consent: one event each)",
+        "events/s (referral and consent: one event each)"
+        + (f"; {processes} hub processes" if processes > 1 else ""),
         "events/s",
         hub.get("rate"),
         raw.get("rate"),
@@ -344,7 +346,8 @@ def figures(results: dict[str, Any]) -> list[dict[str, Any]]:
     )
     add(
         "throughput",
-        "CPU per referral, system under test (raw: per record pair)",
+        "CPU per referral, system under test (raw: per record pair)"
+        + (f"; the {processes} hub processes together" if processes > 1 else ""),
         "ms",
         hub.get("cpu_ms_per_referral"),
         raw.get("cpu_ms_per_pair"),
@@ -517,6 +520,9 @@ def markdown(document: dict[str, Any]) -> str:
     store = (results.get("store") or {}).get("kind") or "SQLite (a fresh file per run)"
     store_url = (results.get("store") or {}).get("url")
     store_option = f" --store {store_url}" if store_url else ""
+    hub_processes = sizes.get("hub_processes", 1)
+    if hub_processes > 1:
+        store_option += f" --hub-processes {hub_processes}"
     phases = {"throughput": "throughput", "offline": "replay", "latency": "latency", "soak": "soak"}
     skipped = [phase for phase, key in phases.items() if key not in results]
     lines = [
@@ -532,7 +538,9 @@ def markdown(document: dict[str, Any]) -> str:
         f"{sizes['raw_records']:,} records); {sizes['latency_seconds']:g} s per "
         f"offered rate ({', '.join(str(r) for r in sizes['rates'])} events/s); soak "
         f"{sizes['soak_events']:,} events; audit verify of {sizes['audit_entries']:,} filled entries; "
-        f"{sizes['partitions']} partitions per topic. Command: `python3 dev.py bench"
+        f"{sizes['partitions']} partitions per topic"
+        f"{'; ' + str(hub_processes) + ' hub processes in the throughput run' if hub_processes > 1 else ''}"
+        f". Command: `python3 dev.py bench"
         f"{' --smoke' if env['smoke'] else ''}{store_option}` (see README, Benchmarks)."
         f"{' Not run this time (`--phases`): ' + ', '.join(skipped) + '.' if skipped else ''}",
         "",

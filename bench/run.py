@@ -80,6 +80,8 @@ class Sizes:
     soak_events: int = 1_000_000
     audit_entries: int = 200_000
     partitions: int = 6
+    hub_processes: int = 1
+    """Hub processes sharing the throughput run's work (one consumer group, one store)."""
     raw_records: int = 40_000
     """The raw pipe moves at least this many records (the hub's pairs, repeated), so that its
     rate is a steady one and not its start-up."""
@@ -476,30 +478,44 @@ class Bench:
             self.bootstrap, self.welfare_topics(topics), self.released()
         ).start()
         db = "throughput" if keep else "profiled"
+        name = "hub-throughput" if keep else "hub-profiled"
+        k = self.sizes.hub_processes
         try:
-            async with self.child("hub-throughput" if keep else "hub-profiled") as sut:
+            async with contextlib.AsyncExitStack() as stack:
+                suts = [
+                    await stack.enter_async_context(
+                        self.child(name if i == 0 else f"{name}-{i + 1}")
+                    )
+                    for i in range(k)
+                ]
                 args = self.hub_args(prefix, db)  # the store is created before the clock runs
                 broker0, store0 = cpu_of(self.broker_pid), self.stores.server_cpu()
-                ready = await sut.call("hub-start", **args)
+                # Several processes start together: one consumer group, the partitions divided.
+                readies = await asyncio.gather(*(sut.call("hub-start", **args) for sut in suts))
+                sut, ready = suts[0], min(readies, key=lambda r: r["t0"])
                 sampler = await start_py_spy(spy, sut.pid, stacks) if spy and stacks else None
                 last = await counter.until(n, timeout=60 + n / 20)
-                drained = await sut.call("hub-drain")
+                # Every process drains (only the relay lock's holder publishes, the others' rows too).
+                drains = [await s.call("hub-drain") for s in suts]
                 if sampler is not None:
                     await stop_py_spy(sampler)
                 broker1, store1 = cpu_of(self.broker_pid), self.stores.server_cpu()
                 rss = rss_of(sut.pid)
-                await sut.call("hub-stop")
+                for s in suts:
+                    await s.call("hub-stop")
         finally:
             await counter.stop()
             if not keep:
                 await self.drop(prefix)
         seconds = last - ready["t0"]
-        cpu = drained["cpu"] - ready["cpu0"]
+        cpu = sum(d["cpu"] - r["cpu0"] for d, r in zip(drains, readies, strict=True))
+        drained = {"audit_entries": max(d["audit_entries"] for d in drains)}
         result = {
+            "processes": k,
             "referrals": n,
             "events": loaded,
             "preload_seconds": load_s,
-            "startup_seconds": ready["started"] - ready["called"],
+            "startup_seconds": max(r["started"] - r["called"] for r in readies),
             "seconds": seconds,
             "rate": loaded / seconds,
             "releases_per_s": n / seconds,
@@ -915,6 +931,12 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, Sizes]:
     )
     parser.add_argument("--partitions", type=int, help="partitions of every topic (default 6)")
     parser.add_argument(
+        "--hub-processes",
+        type=int,
+        help="hub processes sharing the throughput run (default 1; more need --store: SQLite "
+        "is one file for one process)",
+    )
+    parser.add_argument(
         "--phases", default=",".join(PHASES), help=f"which to run (default {','.join(PHASES)})"
     )
     parser.add_argument(
@@ -950,8 +972,21 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, Sizes]:
         "soak_events": args.soak_events,
         "audit_entries": args.audit_entries,
         "partitions": args.partitions,
+        "hub_processes": args.hub_processes,
     }
     sizes = replace(sizes, **{k: v for k, v in changes.items() if v is not None})
+    if sizes.hub_processes < 1:
+        parser.error("--hub-processes must be 1 or more")
+    if sizes.hub_processes > 1 and not args.store:
+        parser.error(
+            "--hub-processes above 1 needs --store (PostgreSQL): several hubs share a store "
+            "only on PostgreSQL (deploy/README.md, Scale-out)"
+        )
+    if sizes.hub_processes > sizes.partitions:
+        parser.error(
+            f"--hub-processes {sizes.hub_processes} is more than the {sizes.partitions} "
+            "partitions per topic: the rest would get no work"
+        )
     unknown = set(args.phases.split(",")) - set(PHASES)
     if unknown:
         parser.error(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import orjson
@@ -97,8 +98,34 @@ def test_bad_store_ends_the_bench_with_a_message() -> None:
     assert "Traceback" not in run.stdout + run.stderr
 
 
-def test_smoke_run_of_the_hub_on_postgresql(tmp_path: Path, postgres_admin_url: str) -> None:
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        (["--hub-processes", "2"], "needs --store (PostgreSQL)"),
+        (["--hub-processes", "0"], "must be 1 or more"),
+        (
+            ["--hub-processes", "4", "--partitions", "3", "--store", "postgresql://x@h/d"],
+            "more than",
+        ),
+    ],
+)
+def test_hub_processes_checked_before_anything_runs(options: list[str], says: str) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", *options],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 2
+    assert says in run.stderr
+    assert "[bench" not in run.stdout  # refused before a broker or a store was touched
+
+
+def test_smoke_run_of_two_hubs_on_postgresql(tmp_path: Path, postgres_admin_url: str) -> None:
+    """Two hub processes share the throughput run (one consumer group, one store)."""
     out = tmp_path / "results"
+    started = time.time() - 1
     ARTIFACTS.mkdir(exist_ok=True)
     run = subprocess.run(
         [
@@ -110,6 +137,8 @@ def test_smoke_run_of_the_hub_on_postgresql(tmp_path: Path, postgres_admin_url: 
             "throughput,offline",
             "--store",
             postgres_admin_url,
+            "--hub-processes",
+            "2",
             "--out",
             str(out),
             "--log-dir",
@@ -125,6 +154,7 @@ def test_smoke_run_of_the_hub_on_postgresql(tmp_path: Path, postgres_admin_url: 
     results, n = document["results"], document["sizes"]["referrals"]
     assert results["store"]["kind"].startswith("PostgreSQL at ")
     hub = results["throughput"]["hub"]
+    assert hub["processes"] == 2
     assert hub["releases_counted"] == n and hub["duplicates"] == 0
     assert hub["audit_entries"] == n
     replay = results["replay"]["replay"]
@@ -133,4 +163,10 @@ def test_smoke_run_of_the_hub_on_postgresql(tmp_path: Path, postgres_admin_url: 
         assert hub["store_cpu_ms_per_referral"] > 0
     table = (out / "latest.md").read_text(encoding="utf-8")
     assert "Store: PostgreSQL at " in table and " --store postgresql://" in table
+    assert "--hub-processes 2" in table and "; 2 hub processes |" in table
+    hub_logs = sorted(ARTIFACTS.glob("bench-hub-throughput*.log"))
+    assert [p.name for p in hub_logs] == ["bench-hub-throughput-2.log", "bench-hub-throughput.log"]
+    for log in hub_logs:  # both written by this run, each by a hub that started
+        assert log.stat().st_mtime >= started
+        assert "hub started" in log.read_text(encoding="utf-8")
     assert _databases(postgres_admin_url, "schakel_bench_%") == set()  # all dropped
