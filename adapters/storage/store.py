@@ -39,7 +39,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from adapters.storage import tables as t
-from adapters.storage.direct import Direct
+from adapters.storage.direct import Direct, answers_now, pipelined
 from schemas.audit import AuditEntry
 from schemas.consent import Consent
 from schemas.feedback import WelfareFeedback
@@ -452,7 +452,7 @@ class Tx:
             _S.update_referral, {"b_id": stored.referral.referral_id, **values}
         )
         if not updated:
-            self._db.execute(
+            self._db.write(
                 _S.insert_referral,
                 {
                     "referral_id": stored.referral.referral_id,
@@ -461,7 +461,7 @@ class Tx:
                 },
             )
         if self.registration(stored.registration_id) is None:
-            self._db.execute(
+            self._db.write(
                 _S.insert_registration,
                 {
                     "registration_id": stored.registration_id,
@@ -518,12 +518,12 @@ class Tx:
             _S.update_consent, {"b_id": consent.consent_id, **values}
         )
         if not updated:
-            self._db.execute(
+            self._db.write(
                 _S.insert_consent,
                 {"consent_id": consent.consent_id, "received_at": received_at, **values},
             )
         if known is not None:  # a consent not in the store has no referrals there either
-            self._db.execute(_S.delete_consent_referrals, {"b_id": consent.consent_id})
+            self._db.write(_S.delete_consent_referrals, {"b_id": consent.consent_id})
         refs = sorted({ref.value for ref in consent.referrals})
         if refs:
             self._db.execute_many(
@@ -597,7 +597,7 @@ class Tx:
         return {r.recipient_id: _release_state(r) for r in rows}
 
     def record_release(self, release: ReleaseState) -> None:
-        self._db.execute(_S.insert_release, release.model_dump())
+        self._db.write(_S.insert_release, release.model_dump())
         if release.referral_id in self._releases:
             self._releases[release.referral_id][release.recipient_id] = release
 
@@ -685,7 +685,7 @@ class Tx:
                 )
                 .values({name: bindparam(name) for name in values})
             )
-        self._db.execute(statement, {"b_id": registration_id, **values})
+        self._db.write(statement, {"b_id": registration_id, **values})
         known = self._registrations.get(registration_id)
         if known is not None and getattr(known, column) is None:
             self._registrations[registration_id] = known.model_copy(
@@ -914,9 +914,9 @@ class Tx:
         rows = self._db.rows(_S.counter, {"b_id": name})
         first = (int(rows[0][0]) if rows else 0) + 1
         if rows:
-            self._db.execute(_S.set_counter, {"b_id": name, "value": first + by - 1})
+            self._db.write(_S.set_counter, {"b_id": name, "value": first + by - 1})
         else:
-            self._db.execute(_S.insert_counter, {"name": name, "value": first + by - 1})
+            self._db.write(_S.insert_counter, {"name": name, "value": first + by - 1})
         return first
 
     def add_status(self, registration_id: str, status: str, at: datetime, by: str) -> None:
@@ -1010,7 +1010,7 @@ class Store:
         delay = 0.01
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
-                with self.engine.begin() as conn:
+                with self.engine.begin() as conn, pipelined(conn):
                     tx = Tx(conn, self._now)
                     result = work(tx)
                     tx.flush()
@@ -1023,7 +1023,7 @@ class Store:
         raise AssertionError("unreachable")
 
     def _run_quick(self, work: Callable[[Tx], T]) -> T:
-        with self._quick() as conn, conn.begin():
+        with self._quick() as conn, conn.begin(), pipelined(conn):
             if conn.dialect.name != "sqlite":
                 conn.exec_driver_sql(f"SET LOCAL lock_timeout = {QUICK_LOCK_WAIT_MS}")
             tx = Tx(conn, self._now)
@@ -1279,9 +1279,11 @@ def _engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(
+    engine = create_engine(
         url, isolation_level="SERIALIZABLE", pool_pre_ping=True, hide_parameters=True
     )
+    event.listen(engine, "after_cursor_execute", answers_now)  # see `pipelined`
+    return engine
 
 
 RELAY_LOCK_KEY = 0x5C4A4B45  # PostgreSQL advisory lock key of the outbox relay ("SKLE")
