@@ -229,6 +229,9 @@ class _S:
         t.releases.c.referral_id.in_(bindparam("b_ids", expanding=True))
     )
     insert_release = insert(t.releases)
+    releases_of_registrations = select(
+        t.releases.c.registration_id, t.releases.c.referral_id, t.releases.c.recipient_id
+    ).where(t.releases.c.registration_id.in_(bindparam("b_ids", expanding=True)))
     released_before = select(t.releases.c.referral_id).where(
         t.releases.c.registration_id == bindparam("b_reg"),
         t.releases.c.recipient_id == bindparam("b_rcp"),
@@ -340,6 +343,9 @@ class Tx:
         self._patient_consents: dict[str, set[str]] = {}  # BSN -> ids naming no referral
         self._registrations: dict[str, RegistrationState | None] = {}
         self._releases: dict[str, dict[str, ReleaseState]] = {}
+        # (referral, recipient) of every release of a registration, once read (complete for
+        # each key present, kept current by `record_release`; releases are never deleted):
+        self._registration_releases: dict[str, set[tuple[str, str]]] = {}
         self._audit_head: tuple[int, str | None] | None = None
         self._secrets: dict[str, str] = {}
         self._later: dict[Any, list[dict[str, Any]]] = {}
@@ -364,6 +370,7 @@ class Tx:
         self._patient_consents.clear()
         self._registrations.clear()
         self._releases.clear()
+        self._registration_releases.clear()
         self._audit_head = None
         self._secrets.clear()
         self._later = {}
@@ -384,7 +391,8 @@ class Tx:
     ) -> None:
         """Read what a batch will look up (found or not) in one statement per table and
         chunk: these referrals and their releases, consents, registrations (and those of
-        the referrals found), and `consents_for` these (referral id, BSN) pairs."""
+        the referrals found) with their releases, and `consents_for` these (referral id,
+        BSN) pairs."""
         referrals = list(referrals)
         for chunk in self._unread_chunks(referrals, self._referrals):
             self._referrals.update(self._bodies(_S.referral_bodies, chunk, StoredReferral))
@@ -396,13 +404,21 @@ class Tx:
             self._releases.update(releases)
         for chunk in self._unread_chunks(consents, self._consents):
             self._consents.update(self._bodies(_S.consent_bodies, chunk, Consent))
-        of_referrals = (s.registration_id for r in referrals if (s := self._referrals.get(r)))
-        for chunk in self._unread_chunks([*registrations, *of_referrals], self._registrations):
+        of_referrals = [s.registration_id for r in referrals if (s := self._referrals.get(r))]
+        registration_ids = [*registrations, *of_referrals]
+        for chunk in self._unread_chunks(registration_ids, self._registrations):
             states: dict[str, RegistrationState | None] = dict.fromkeys(chunk)
             for row in self._db.rows(_S.registrations_in, {"b_ids": chunk}):
                 state = _registration_state(_Row(zip(_REGISTRATION_COLUMNS, row, strict=True)))
                 states[state.registration_id] = self._with_pending_status(state)
             self._registrations.update(states)
+        for chunk in self._unread_chunks(registration_ids, self._registration_releases):
+            released: dict[str, set[tuple[str, str]]] = {r: set() for r in chunk}
+            for registration_id, referral_id, recipient_id in self._db.rows(
+                _S.releases_of_registrations, {"b_ids": chunk}
+            ):
+                released[registration_id].add((referral_id, recipient_id))
+            self._registration_releases.update(released)
         self._prefetch_consents_for(consents_for)
 
     def _prefetch_consents_for(self, pairs: Iterable[tuple[str, str]]) -> None:
@@ -598,6 +614,9 @@ class Tx:
 
     def record_release(self, release: ReleaseState) -> None:
         self._db.write(_S.insert_release, release.model_dump())
+        released = self._registration_releases.get(release.registration_id)
+        if released is not None:
+            released.add((release.referral_id, release.recipient_id))
         if release.referral_id in self._releases:
             self._releases[release.referral_id][release.recipient_id] = release
 
@@ -630,6 +649,9 @@ class Tx:
         self, registration_id: str, recipient_id: str, referral_id: str
     ) -> bool:
         """Did another referral of this registration already reach this recipient?"""
+        released = self._registration_releases.get(registration_id)
+        if released is not None:
+            return any(r == recipient_id and ref != referral_id for ref, r in released)
         rows = self._db.rows(
             _S.released_before,
             {"b_reg": registration_id, "b_rcp": recipient_id, "b_id": referral_id},

@@ -545,3 +545,61 @@ def test_consents_for_kept_in_the_transaction_agrees_with_the_store(
             truth, referral_id, bsn
         )
     store.dispose()
+
+
+def test_released_before_from_a_prefetch_agrees_with_the_store(store_url: str) -> None:
+    """`registration_released_before` answers from a batch's prefetch of each registration's
+    releases, kept current by the transaction's own releases: always what the store's query
+    says at that moment (checked against it after every step, on both dialects)."""
+    from adapters.storage.store import _S
+    from schemas.registration import ReleaseState
+
+    store = Store(store_url)
+    store.migrate()
+
+    def release(referral: str, recipient: str, registration: str) -> ReleaseState:
+        return ReleaseState(
+            referral_id=referral,
+            recipient_id=recipient,
+            registration_id=registration,
+            consent_id="C-1",
+            released_at=NOW,
+            fingerprint="f",
+        )
+
+    store.run(lambda tx: tx.record_release(release("R-1", "W-1", "REG-1")))
+    questions = [
+        (registration, recipient, referral)
+        for registration in ("REG-1", "REG-2")
+        for recipient in ("W-1", "W-2")
+        for referral in ("R-1", "R-2", "R-3")
+    ]
+
+    def work(tx: Tx) -> list[list[bool]]:
+        tx.prefetch(registrations=["REG-1", "REG-2"])
+        assert set(tx._registration_releases) == {"REG-1", "REG-2"}  # answered from here
+        answers: list[list[bool]] = []
+        steps = [
+            None,
+            release("R-2", "W-2", "REG-1"),  # REG-1 now reached W-2 too
+            release("R-3", "W-1", "REG-2"),  # a registration with no release before
+        ]
+        for step in steps:
+            if step is not None:
+                tx.record_release(step)
+            cached = [tx.registration_released_before(*q) for q in questions]
+            asked = [
+                bool(tx._db.rows(_S.released_before, {"b_reg": g, "b_rcp": r, "b_id": f}))
+                for g, r, f in questions
+            ]
+            assert cached == asked, step
+            answers.append(cached)
+        return answers
+
+    answers = store.run(work)
+    assert answers[0][questions.index(("REG-1", "W-1", "R-2"))] is True
+    assert answers[0][questions.index(("REG-1", "W-1", "R-1"))] is False  # its own release
+    assert answers[0][questions.index(("REG-1", "W-2", "R-3"))] is False
+    assert answers[1][questions.index(("REG-1", "W-2", "R-3"))] is True  # kept current
+    assert answers[2][questions.index(("REG-2", "W-1", "R-1"))] is True
+    store.dispose()
