@@ -63,6 +63,12 @@ def pipelined(conn: Connection) -> Iterator[None]:
             try:
                 yield
                 direct.sync()
+            except BaseException:
+                # Leave the pipeline quietly: a sync ends its aborted state (else leaving
+                # logs "error ignored terminating"), and the transaction rolls back anyway.
+                with contextlib.suppress(Exception):
+                    pipeline.sync()
+                raise
             finally:
                 conn.info.pop(PIPELINE, None)
     except conn.dialect.loaded_dbapi.Error as exc:  # from leaving the pipeline itself

@@ -6,6 +6,8 @@ of a failed transaction is kept, and the connection is fine for the next one."""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -69,9 +71,18 @@ def test_a_write_that_fails_fails_the_transaction_as_sqlalchemys_error(
         if then_read:  # the error surfaces at the read; else at the end of the transaction
             tx._db.rows(select(t.counters.c.name), {})
 
-    with pytest.raises(IntegrityError) as raised:
-        store.run(work, quick=quick)
+    said: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: said.append(record.getMessage())  # type: ignore[method-assign]
+    psycopg_log = logging.getLogger("psycopg")
+    psycopg_log.addHandler(handler)
+    try:
+        with pytest.raises(IntegrityError) as raised:
+            store.run(work, quick=quick)
+    finally:
+        psycopg_log.removeHandler(handler)
     assert isinstance(raised.value, DBAPIError)
+    assert said == []  # the pipeline was left quietly
     assert _values(store) == {"a": 1}  # "b" went with the transaction
     store.run(lambda tx: tx._db.write(INSERT, {"name": "c", "value": 3}), quick=quick)
     assert _values(store) == {"a": 1, "c": 3}  # the connection serves the next one
