@@ -246,6 +246,15 @@ class _S:
         )
         .order_by(t.registrations.c.created_at, t.registrations.c.registration_id)
     )
+    open_registrations_of = select(
+        t.registrations.c.patient_bsn,
+        t.registrations.c.registration_id,
+        t.registrations.c.recipient_id,
+        t.registrations.c.created_at,
+    ).where(
+        t.registrations.c.patient_bsn.in_(bindparam("b_ids", expanding=True)),
+        t.registrations.c.closed_at.is_(None),
+    )
     registration = select(t.registrations).where(
         t.registrations.c.registration_id == bindparam("b_id")
     )
@@ -346,6 +355,10 @@ class Tx:
         # (referral, recipient) of every release of a registration, once read (complete for
         # each key present, kept current by `record_release`; releases are never deleted):
         self._registration_releases: dict[str, set[tuple[str, str]]] = {}
+        # BSN -> {registration id: (created at, recipient)} of its registrations not closed,
+        # once read (complete for each BSN present, kept current by the transaction's new
+        # and closed registrations; nothing else opens or closes one, or moves its BSN):
+        self._open_registrations: dict[str, dict[str, tuple[datetime, str]]] = {}
         self._audit_head: tuple[int, str | None] | None = None
         self._secrets: dict[str, str] = {}
         self._later: dict[Any, list[dict[str, Any]]] = {}
@@ -371,6 +384,7 @@ class Tx:
         self._registrations.clear()
         self._releases.clear()
         self._registration_releases.clear()
+        self._open_registrations.clear()
         self._audit_head = None
         self._secrets.clear()
         self._later = {}
@@ -388,11 +402,12 @@ class Tx:
         consents: Iterable[str] = (),
         registrations: Iterable[str] = (),
         consents_for: Iterable[tuple[str, str]] = (),
+        patients: Iterable[str] = (),
     ) -> None:
         """Read what a batch will look up (found or not) in one statement per table and
         chunk: these referrals and their releases, consents, registrations (and those of
-        the referrals found) with their releases, and `consents_for` these (referral id,
-        BSN) pairs."""
+        the referrals found) with their releases, `consents_for` these (referral id, BSN)
+        pairs, and the open registrations of these patients (BSNs)."""
         referrals = list(referrals)
         for chunk in self._unread_chunks(referrals, self._referrals):
             self._referrals.update(self._bodies(_S.referral_bodies, chunk, StoredReferral))
@@ -419,6 +434,13 @@ class Tx:
             ):
                 released[registration_id].add((referral_id, recipient_id))
             self._registration_releases.update(released)
+        for chunk in self._unread_chunks((str(b) for b in patients), self._open_registrations):
+            found: dict[str, dict[str, tuple[datetime, str]]] = {b: {} for b in chunk}
+            for bsn, registration_id, recipient_id, created_at in self._db.rows(
+                _S.open_registrations_of, {"b_ids": chunk}
+            ):
+                found[bsn][registration_id] = (created_at, recipient_id)
+            self._open_registrations.update(found)
         self._prefetch_consents_for(consents_for)
 
     def _prefetch_consents_for(self, pairs: Iterable[tuple[str, str]]) -> None:
@@ -477,6 +499,9 @@ class Tx:
                 },
             )
         if self.registration(stored.registration_id) is None:
+            open_ones = self._open_registrations.get(str(stored.referral.client.bsn))
+            if open_ones is not None:
+                open_ones[stored.registration_id] = (stored.received_at, stored.recipient_id)
             self._db.write(
                 _S.insert_registration,
                 {
@@ -671,6 +696,10 @@ class Tx:
 
     # --- registrations -------------------------------------------------------------
     def open_registration(self, bsn: str, recipient_id: str) -> str | None:
+        known = self._open_registrations.get(str(bsn))
+        if known is not None:  # the first by (created_at, registration_id), as the query
+            open_there = [(c, i) for i, (c, r) in known.items() if r == recipient_id]
+            return min(open_there)[1] if open_there else None
         rows = self._db.rows(_S.open_registration, {"b_bsn": str(bsn), "b_rcp": recipient_id})
         return str(rows[0][0]) if rows else None
 
@@ -724,6 +753,8 @@ class Tx:
         self, registration_id: str, at: datetime, retain_until: datetime
     ) -> None:
         self._set_once(registration_id, "closed_at", closed_at=at, retain_until=retain_until)
+        for open_ones in self._open_registrations.values():
+            open_ones.pop(registration_id, None)
 
     def registrations_due(self, until: datetime) -> list[RegistrationState]:
         self.flush()

@@ -63,6 +63,7 @@ def intake_pipeline(hub: Hub) -> BatchPipeline[RoutedReferral]:
                 registration_id_for(r.referral.referral_id, r.recipient.id) for r in batch
             ],
             consents_for=[(r.referral.referral_id, r.referral.client.bsn) for r in batch],
+            patients=[r.referral.client.bsn for r in batch],
         )
 
     return BatchPipeline(

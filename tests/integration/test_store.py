@@ -603,3 +603,51 @@ def test_released_before_from_a_prefetch_agrees_with_the_store(store_url: str) -
     assert answers[1][questions.index(("REG-1", "W-2", "R-3"))] is True  # kept current
     assert answers[2][questions.index(("REG-2", "W-1", "R-1"))] is True
     store.dispose()
+
+
+def test_open_registration_from_a_prefetch_agrees_with_the_store(
+    store_url: str, participants: Participants
+) -> None:
+    """`open_registration` answers from a batch's prefetch of its patients' registrations
+    not closed, kept current by the transaction's new and closed registrations: always what
+    the store's query says at that moment (after every step, on both dialects)."""
+    from adapters.storage.store import _S
+
+    store = Store(store_url)
+    store.migrate()
+    x, y = fictional_bsn(31), fictional_bsn(32)
+    first = referral_from_fhir(referral_bundle("VERW-OR-1", bsn=x), participants)
+    store.run(lambda tx: gate.on_referral(tx, first, WELFARE, NOW))
+    questions = [(b, r) for b in (x, y) for r in (WELFARE, "welzijn-de-wolden")]
+
+    def check(tx: Tx) -> list[str | None]:
+        cached = [tx.open_registration(b, r) for b, r in questions]
+        asked = [
+            (
+                rows[0][0]
+                if (rows := tx._db.rows(_S.open_registration, {"b_bsn": b, "b_rcp": r}))
+                else None
+            )
+            for b, r in questions
+        ]
+        assert cached == asked
+        return cached
+
+    def work(tx: Tx) -> list[list[str | None]]:
+        tx.prefetch(patients=[x, y])
+        assert set(tx._open_registrations) == {x, y}  # answered from here
+        seen = [check(tx)]
+        stored = tx.referral("VERW-OR-1")
+        assert stored is not None
+        tx.close_registration(stored.registration_id, NOW, NOW)
+        seen.append(check(tx))
+        second = referral_from_fhir(referral_bundle("VERW-OR-2", bsn=x), participants)
+        gate.on_referral(tx, second, WELFARE, NOW)  # a new registration: the first is closed
+        seen.append(check(tx))
+        return seen
+
+    seen = store.run(work)
+    assert seen[0][0] is not None and seen[0][1:] == [None, None, None]
+    assert seen[1] == [None, None, None, None]
+    assert seen[2][0] is not None and seen[2][0] != seen[0][0]
+    store.dispose()
