@@ -259,7 +259,6 @@ class Bench:
         profile: bool,
         revision: str | None = None,
         store: str | None = None,
-        run_id: str | None = None,
     ) -> None:
         self.bootstrap = bootstrap
         self.broker_pid = broker_pid
@@ -268,7 +267,7 @@ class Bench:
         self.log_dir = log_dir
         self.out = out
         self.profile = profile
-        self.run_id = run_id or uuid.uuid4().hex[:6]
+        self.run_id = uuid.uuid4().hex[:6]
         self.stores = Stores(work, self.run_id, store)
         self.code = snapshot(work, revision)
         self.participants = load_participants(DEMO_PARTICIPANTS)

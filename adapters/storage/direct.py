@@ -255,10 +255,18 @@ class Direct:
     def execute(self, statement: Executable, values: Mapping[str, Any]) -> int:
         """An insert, update or delete; the number of rows it matched (in a pipeline: read
         now, with the answers of everything sent before it)."""
+        return self._run(statement, values, answer=True)
+
+    def write(self, statement: Executable, values: Mapping[str, Any]) -> None:
+        """An insert, update or delete whose row count nobody reads: in a pipeline, sent
+        without waiting for its answer."""
+        self._run(statement, values, answer=False)
+
+    def _run(self, statement: Executable, values: Mapping[str, Any], *, answer: bool) -> int:
         compiled = self._compiled(statement, tuple(values))
         params = compiled.parameters(values)
         cursor = self._cursor_of()
-        pipeline = self.conn.info.get(PIPELINE)
+        pipeline = self.conn.info.get(PIPELINE) if answer else None
         try:
             cursor.execute(compiled.sql, params)
             if pipeline is not None:
@@ -266,17 +274,6 @@ class Direct:
         except self.dialect.loaded_dbapi.Error as exc:
             raise self._fail(exc, compiled.sql, params) from exc
         return int(cursor.rowcount)
-
-    def write(self, statement: Executable, values: Mapping[str, Any]) -> None:
-        """An insert, update or delete whose row count nobody reads: in a pipeline, sent
-        without waiting for its answer."""
-        compiled = self._compiled(statement, tuple(values))
-        params = compiled.parameters(values)
-        cursor = self._cursor_of()
-        try:
-            cursor.execute(compiled.sql, params)
-        except self.dialect.loaded_dbapi.Error as exc:
-            raise self._fail(exc, compiled.sql, params) from exc
 
     def sync(self) -> None:
         """In a pipeline: every answer read now (a write's error raised here)."""
