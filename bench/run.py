@@ -257,8 +257,8 @@ class Bench:
         log_dir: Path,
         out: Path,
         profile: bool,
+        stores: Stores,
         revision: str | None = None,
-        store: str | None = None,
     ) -> None:
         self.bootstrap = bootstrap
         self.broker_pid = broker_pid
@@ -267,8 +267,8 @@ class Bench:
         self.log_dir = log_dir
         self.out = out
         self.profile = profile
-        self.run_id = uuid.uuid4().hex[:6]
-        self.stores = Stores(work, self.run_id, store)
+        self.stores = stores
+        self.run_id = stores.run_id
         self.code = snapshot(work, revision)
         self.participants = load_participants(DEMO_PARTICIPANTS)
         self.tuning: ConsumerTuning | None = None
@@ -997,6 +997,10 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, Sizes]:
 async def _main(
     args: argparse.Namespace, sizes: Sizes, work: Path, log_dir: Path
 ) -> dict[str, Any]:
+    try:  # a store that cannot be used is said before a broker starts
+        stores = Stores(work, uuid.uuid4().hex[:6], args.store)
+    except StoreError as exc:
+        raise BenchError(str(exc)) from None
     embedded: EmbeddedBroker | None = None
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if not bootstrap:
@@ -1007,7 +1011,6 @@ async def _main(
         )
     else:
         say(f"broker: KAFKA_BOOTSTRAP_SERVERS={bootstrap}")
-    bench: Bench | None = None
     try:
         bench = Bench(
             bootstrap,
@@ -1017,8 +1020,8 @@ async def _main(
             log_dir,
             args.out,
             args.profile,
+            stores,
             args.code,
-            store=args.store,
         )
         say(f"store: {bench.stores.kind}")
         phases = tuple(p for p in PHASES if p in args.phases.split(","))
@@ -1026,8 +1029,7 @@ async def _main(
     except StoreError as exc:
         raise BenchError(str(exc)) from None
     finally:
-        if bench is not None:
-            bench.stores.drop_all()
+        stores.drop_all()
         if embedded is not None:
             embedded.stop()
 

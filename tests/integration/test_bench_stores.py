@@ -96,6 +96,7 @@ def test_bad_store_ends_the_bench_with_a_message() -> None:
     assert run.returncode == 1
     assert "FAILED: --store takes a PostgreSQL URL" in run.stdout
     assert "Traceback" not in run.stdout + run.stderr
+    assert "broker" not in run.stdout  # said before a broker was started
 
 
 @pytest.mark.parametrize(
