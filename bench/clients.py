@@ -17,6 +17,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
 from adapters.broker.consumer import ConsumerTuning
+from adapters.broker.outbox import PRODUCER_BATCH_BYTES
 from bench.workload import Message
 
 MAX_REQUEST = 32 * 1024 * 1024
@@ -32,7 +33,7 @@ def producer(
         acks="all",
         enable_idempotence=False,
         linger_ms=linger_ms,
-        max_batch_size=256 * 1024,
+        max_batch_size=PRODUCER_BATCH_BYTES,  # the hub's relay batches as much
         max_request_size=MAX_REQUEST,
         client_id=client_id,
     )

@@ -1,7 +1,8 @@
 """The relay's producer batches (issue #9): a send that finds its partition's batch full
 waits until that batch goes out, after the broker answered the request in flight, so a
-relay pass of many rows must fit in few batches. With aiokafka's default 16 KiB batches a pass of releases took a broker round
-trip per few rows (the bench's latency phase fell seconds behind at 1,000 consents/s)."""
+relay pass of many rows must fit in few batches. With aiokafka's default 16 KiB batches a
+pass of releases took a broker round trip per few rows (the bench's latency phase fell
+seconds behind at 1,000 consents/s)."""
 
 from __future__ import annotations
 
