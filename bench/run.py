@@ -77,6 +77,9 @@ class Sizes:
     referrals: int = 10_000
     latency_seconds: float = 10.0
     rates: tuple[int, ...] = (500, 1_000, 2_000)
+    latency_repeats: int = 3
+    """Rounds of every offered rate, the raw pipe's and the hub's taking turns; the table
+    gives the median of the rounds' percentiles."""
     soak_events: int = 1_000_000
     audit_entries: int = 200_000
     partitions: int = 6
@@ -90,6 +93,7 @@ class Sizes:
 SMOKE = Sizes(
     referrals=60,
     latency_seconds=0.1,
+    latency_repeats=2,
     soak_events=300,
     audit_entries=1_000,
     partitions=3,
@@ -241,6 +245,10 @@ def cpu_of(pid: int | None) -> float | None:
     except psutil.Error:
         return None
     return float(times.user + times.system)
+
+
+def _ms(value: float | None) -> str:
+    return "missing" if value is None else f"{value:.1f} ms"
 
 
 def per(value: float | None, count: int) -> float | None:
@@ -606,26 +614,51 @@ class Bench:
         self.results["audit"] = {"raw_read": raw_audit, "hub_chain": verified, "filled": filled}
 
     async def latency(self) -> None:
-        seconds = self.sizes.latency_seconds
+        """Each rate in rounds: the raw pipe, then the hub, then the next rate; all rates
+        again in the next round. Each measurement gets fresh topics (and the hub a fresh
+        store); the two measured processes stay up, idle while the other one runs."""
+        seconds, repeats = self.sizes.latency_seconds, self.sizes.latency_repeats
         warmup = min(1.0, seconds / 5)
-        out: dict[str, Any] = {"seconds": seconds, "warmup_seconds": warmup, "raw": {}, "hub": {}}
-        async with self.child("raw-latency") as sut:
+        rounds: dict[str, dict[str, list[dict[str, Any]]]] = {
+            kind: {str(rate): [] for rate in self.sizes.rates} for kind in ("raw", "hub")
+        }
+        async with self.child("raw-latency") as raw, self.child("hub-latency") as hub:
+            for round_ in range(1, repeats + 1):
+                suffix = f" (round {round_} of {repeats})" if repeats > 1 else ""
+                for rate in self.sizes.rates:
+                    stats = await self.raw_latency(raw, rate, seconds, warmup, round_)
+                    rounds["raw"][str(rate)].append(stats)
+                    say(f"latency raw pipe @ {rate}/s{suffix}: {report.latency_line(stats)}")
+                    stats = await self.hub_latency(hub, rate, seconds, warmup, round_)
+                    rounds["hub"][str(rate)].append(stats)
+                    say(f"latency hub @ {rate}/s{suffix}: {report.latency_line(stats)}")
+        out: dict[str, Any] = {
+            "seconds": seconds,
+            "warmup_seconds": warmup,
+            "repeats": repeats,
+            **{
+                kind: {rate: report.latency_summary(runs) for rate, runs in by_rate.items()}
+                for kind, by_rate in rounds.items()
+            },
+        }
+        if repeats > 1:
             for rate in self.sizes.rates:
-                out["raw"][str(rate)] = stats = await self.raw_latency(sut, rate, seconds, warmup)
-                say(f"latency raw pipe @ {rate}/s: {report.latency_line(stats)}")
-        async with self.child("hub-latency") as sut:
-            for rate in self.sizes.rates:
-                out["hub"][str(rate)] = stats = await self.hub_latency(sut, rate, seconds, warmup)
-                say(f"latency hub @ {rate}/s: {report.latency_line(stats)}")
+                for kind in ("raw", "hub"):
+                    stats = out[kind][str(rate)]
+                    say(
+                        f"latency {'raw pipe' if kind == 'raw' else 'hub'} @ {rate}/s, median of "
+                        f"{repeats} rounds: p50 {_ms(stats['p50_ms'])}, p99 "
+                        f"{_ms(stats['p99_ms'])} ({report.rounds_text(stats)})"
+                    )
         self.results["latency"] = out
 
     async def raw_latency(
-        self, sut: Child, rate: int, seconds: float, warmup: float
+        self, sut: Child, rate: int, seconds: float, warmup: float, round_: int = 1
     ) -> dict[str, Any]:
         count = max(1, int(rate * seconds))
-        prefix = self.prefix(f"raw-lat{rate}")
+        prefix = self.prefix(f"raw-lat{rate}r{round_}")
         source, target = await self.create_pipe_topics(prefix)
-        _, consents = self.pairs(Topics(prefix), f"L{rate}{self.run_id}", count)
+        _, consents = self.pairs(Topics(prefix), f"L{rate}r{round_}{self.run_id}", count)
         counter = await Counter(self.bootstrap, [target], lambda r: r.key).start()
         try:
             await sut.call("pipe-start", **self.pipe_args(prefix, source, target))
@@ -638,20 +671,21 @@ class Bench:
             await self.drop(prefix)
 
     async def hub_latency(
-        self, sut: Child, rate: int, seconds: float, warmup: float
+        self, sut: Child, rate: int, seconds: float, warmup: float, round_: int = 1
     ) -> dict[str, Any]:
         """The referrals go first and wait for consent; then the consents are sent at the
         offered rate. Latency: from a consent's send time to its release being read."""
         count = max(1, int(rate * seconds))
-        prefix = self.prefix(f"hub-lat{rate}")
+        prefix = self.prefix(f"hub-lat{rate}r{round_}")
         topics = await self.create_hub_topics(prefix)
-        referrals, consents = self.pairs(topics, f"L{rate}{self.run_id}", count)
+        referrals, consents = self.pairs(topics, f"L{rate}r{round_}{self.run_id}", count)
         counter = await Counter(
             self.bootstrap, self.welfare_topics(topics), self.released()
         ).start()
         try:
             await sut.call(
-                "hub-start", **self.hub_args(prefix, f"latency-{rate}", count_waiting=True)
+                "hub-start",
+                **self.hub_args(prefix, f"latency-{rate}-{round_}", count_waiting=True),
             )
             await preload(self.bootstrap, referrals)
             limit = 120 + count / 20
@@ -923,6 +957,12 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, Sizes]:
         "--rates", help="offered rates, events/s, comma-separated (default 500,1000,2000)"
     )
     parser.add_argument(
+        "--latency-repeats",
+        type=int,
+        help="rounds of every offered rate, the raw pipe and the hub taking turns; the table "
+        "gives the median (default 3)",
+    )
+    parser.add_argument(
         "--soak-events", type=int, help="events in the memory soak (default 1,000,000)"
     )
     parser.add_argument(
@@ -968,12 +1008,15 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, Sizes]:
         "referrals": args.referrals,
         "latency_seconds": args.latency_seconds,
         "rates": tuple(int(r) for r in args.rates.split(",")) if args.rates else None,
+        "latency_repeats": args.latency_repeats,
         "soak_events": args.soak_events,
         "audit_entries": args.audit_entries,
         "partitions": args.partitions,
         "hub_processes": args.hub_processes,
     }
     sizes = replace(sizes, **{k: v for k, v in changes.items() if v is not None})
+    if sizes.latency_repeats < 1:
+        parser.error("--latency-repeats must be 1 or more")
     if sizes.hub_processes < 1:
         parser.error("--hub-processes must be 1 or more")
     if sizes.hub_processes > 1 and not args.store:

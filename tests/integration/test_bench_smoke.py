@@ -74,6 +74,12 @@ def test_smoke_run_writes_every_figure(tmp_path: Path) -> None:
             assert stats["complete"] and stats["missing"] == 0
             assert stats["measured"] > 0
             assert stats["p50_ms"] is not None and stats["p99_ms"] >= stats["p50_ms"]
+            rounds = stats["runs"]  # every round measured its own sends, all of them
+            assert len(rounds) == sizes["latency_repeats"] >= 2
+            assert (
+                stats["sent"] == sum(r["sent"] for r in rounds) == len(rounds) * rounds[0]["sent"]
+            )
+            assert all(r["complete"] and r["p99_ms"] is not None for r in rounds)
 
     for kind in ("raw", "hub"):
         soak = results["soak"][kind]
@@ -97,6 +103,8 @@ def test_smoke_run_writes_every_figure(tmp_path: Path) -> None:
     figure_rows = [line for line in lines if line.startswith("| ") and line.count("|") == 7]
     assert len(figure_rows) == len(document["figures"]) + 1  # and the header
     assert "latest.png" in table
+    assert "rounds of every rate, the raw pipe's and the hub's alternating" in table
+    assert table.count(f"p99 of {sizes['latency_repeats']} rounds") >= 2 * len(sizes["rates"])
 
     png = (out / "latest.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
