@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from adapters.broker.consumer import ConsumerTuning
 from adapters.broker.outbox import PRODUCER_BATCH_BYTES
 from bench.workload import Message
+from services import collector
 
 MAX_REQUEST = 32 * 1024 * 1024
 FETCH_BYTES = 2 * 1024 * 1024
@@ -189,7 +190,10 @@ class Paced:
 async def pace(bootstrap: str, messages: list[Message], rate: float) -> Paced:
     """Send at a fixed offered rate. A message's latency counts from when it was due, not
     from when it went out, so a sender that falls behind cannot hide a slow system
-    (no coordinated omission)."""
+    (no coordinated omission). Acknowledgements are never waited for between two sends
+    (waiting every 1,000 sends for the last ones' put the sender up to a broker round trip
+    behind its schedule); a failed send raises at the next check (every 1,000 sends), the
+    rest are awaited at the end."""
     client = producer(bootstrap, linger_ms=0, client_id="bench-pacer")
     await client.start()
     scheduled: dict[bytes, float] = {}
@@ -207,12 +211,19 @@ async def pace(bootstrap: str, messages: list[Message], rate: float) -> Paced:
             scheduled[m.key] = due
             futures.append(await client.send(m.topic, m.value, key=m.key, headers=list(m.headers)))
             if len(futures) >= 1_000:
-                await asyncio.gather(*futures)
-                futures = []
+                futures = _unacknowledged(futures)
         await asyncio.gather(*futures)
     finally:
         await client.stop()
     return Paced(scheduled, start, len(messages) / rate, lag)
+
+
+def _unacknowledged(futures: list[asyncio.Future[Any]]) -> list[asyncio.Future[Any]]:
+    """The sends not acknowledged yet; a failed one raises its error."""
+    for future in futures:
+        if future.done():
+            future.result()
+    return [f for f in futures if not f.done()]
 
 
 class _Stamp(ConsumerRebalanceListener):
@@ -259,13 +270,20 @@ class RawPipe:
         self.stamp = _Stamp()
         self.moved = 0
         self._task: asyncio.Task[None] | None = None
+        self._tuned = False
 
     async def start(self, timeout: float = 30.0) -> tuple[float, float]:
-        await self.producer.start()
-        await self.consumer.start()
-        self.consumer.subscribe([self.source], listener=self.stamp)
-        self._task = asyncio.create_task(self._run(), name="bench-raw-pipe")
-        await asyncio.wait_for(self.stamp.assigned.wait(), timeout)
+        collector.tune()  # the hub's tuning of the garbage collector, until stop()
+        self._tuned = True
+        try:
+            await self.producer.start()
+            await self.consumer.start()
+            self.consumer.subscribe([self.source], listener=self.stamp)
+            self._task = asyncio.create_task(self._run(), name="bench-raw-pipe")
+            await asyncio.wait_for(self.stamp.assigned.wait(), timeout)
+        except BaseException:
+            self._untune()
+            raise
         assert self.stamp.first is not None
         return self.stamp.first
 
@@ -289,9 +307,17 @@ class RawPipe:
             raise RuntimeError(f"the raw pipe stopped: {error!r}") from error
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self.check()
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        await self.consumer.stop()
-        await self.producer.stop()
+        try:
+            if self._task is not None:
+                self.check()
+                self._task.cancel()
+                await asyncio.gather(self._task, return_exceptions=True)
+            await self.consumer.stop()
+            await self.producer.stop()
+        finally:
+            self._untune()
+
+    def _untune(self) -> None:
+        if self._tuned:
+            self._tuned = False
+            collector.restore()
