@@ -669,7 +669,9 @@ def markdown(document: dict[str, Any]) -> str:
 METHOD = [
     "- One broker, one run. Each measured system runs in a fresh process of its own "
     "(bench/sut.py); the bench process generates the load and reads the outputs. Times are "
-    "CLOCK_MONOTONIC, shared by all processes.",
+    "CLOCK_MONOTONIC, shared by all processes. The garbage collector of the raw pipe's "
+    "process, and of the bench process while it sends at a fixed rate, is tuned as the hub's "
+    "(`services/collector.py`), so neither pauses for full collections the hub does not make.",
     "- Throughput: the same records (N referral Bundles and N Consents, with the headers a GP "
     "system sends) are pre-loaded; the raw pipe (getmany, sends of a poll gathered, one commit; "
     "acks=all, no idempotence, the hub's group timings, fetch wait and 500 records per poll) "
