@@ -1012,7 +1012,7 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, Sizes]:
     changes = {
         "referrals": args.referrals,
         "latency_seconds": args.latency_seconds,
-        "rates": tuple(int(r) for r in args.rates.split(",")) if args.rates else None,
+        "rates": _rates(parser, args.rates) if args.rates else None,
         "latency_repeats": args.latency_repeats,
         "soak_events": args.soak_events,
         "audit_entries": args.audit_entries,
@@ -1040,6 +1040,21 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, Sizes]:
             f"unknown phase(s) {', '.join(sorted(unknown))}; choose from {', '.join(PHASES)}"
         )
     return args, sizes
+
+
+def _rates(parser: argparse.ArgumentParser, text: str) -> tuple[int, ...]:
+    """`--rates 500,1000`: whole events/s above 0, each once, in the order given."""
+    rates: list[int] = []
+    for part in text.split(","):
+        try:
+            rate = int(part.strip())
+        except ValueError:
+            parser.error(f"--rates takes whole events/s separated by commas, not {part.strip()!r}")
+        if rate < 1:
+            parser.error(f"--rates: {rate} is not an offered rate (1 event/s or more)")
+        if rate not in rates:
+            rates.append(rate)
+    return tuple(rates)
 
 
 async def _main(

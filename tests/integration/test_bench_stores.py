@@ -104,13 +104,16 @@ def test_bad_store_ends_the_bench_with_a_message() -> None:
     [
         (["--hub-processes", "2"], "needs --store (PostgreSQL)"),
         (["--hub-processes", "0"], "must be 1 or more"),
+        (["--latency-repeats", "0"], "--latency-repeats must be 1 or more"),
+        (["--rates", "500,fast"], "not 'fast'"),
+        (["--rates", "0"], "0 is not an offered rate"),
         (
             ["--hub-processes", "4", "--partitions", "3", "--store", "postgresql://x@h/d"],
             "more than",
         ),
     ],
 )
-def test_hub_processes_checked_before_anything_runs(options: list[str], says: str) -> None:
+def test_bad_options_refused_before_anything_runs(options: list[str], says: str) -> None:
     run = subprocess.run(
         [sys.executable, "-m", "bench", "--smoke", *options],
         cwd=ROOT,
