@@ -248,10 +248,6 @@ def cpu_of(pid: int | None) -> float | None:
     return float(times.user + times.system)
 
 
-def _ms(value: float | None) -> str:
-    return "missing" if value is None else f"{value:.1f} ms"
-
-
 def per(value: float | None, count: int) -> float | None:
     return None if value is None or count == 0 else value / count
 
@@ -648,8 +644,7 @@ class Bench:
                     stats = out[kind][str(rate)]
                     say(
                         f"latency {'raw pipe' if kind == 'raw' else 'hub'} @ {rate}/s, median of "
-                        f"{repeats} rounds: p50 {_ms(stats['p50_ms'])}, p99 "
-                        f"{_ms(stats['p99_ms'])} ({report.rounds_text(stats)})"
+                        f"{repeats} rounds: {report.latency_line(stats)}; {report.rounds_text(stats)}"
                     )
         self.results["latency"] = out
 
