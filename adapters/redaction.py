@@ -99,7 +99,7 @@ def redact(text: str) -> str:
     tokens = REMEMBERED._tokens  # noqa: SLF001 - read-only checks on the hot path
     if len(text) <= _SHAPE_MAX_LENGTH:
         bsn_like, words = _shape(text)
-        if not bsn_like and not (tokens and any(word in tokens for word in words)):
+        if not bsn_like and tokens.keys().isdisjoint(words):
             return text
     text = _BSN_LIKE.sub(_bsn, text)
     if tokens:  # fast path when nothing is remembered

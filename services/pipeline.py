@@ -350,18 +350,7 @@ def log_event(event_type: str, event: HubEvent) -> None:
             offset=event.offset,
         )
         return
-    fields = event.model_dump(
-        include={
-            "referral_id",
-            "registration_id",
-            "recipient_id",
-            "consent_id",
-            "status",
-            "cause",
-            "organisation",
-            "practice_id",
-        }
-    )
+    fields = event.model_dump(include=_LOGGED)
     log.info(
         _OUTCOMES.get(type(event).__name__, type(event).__name__),
         event_type=event_type,
@@ -370,6 +359,17 @@ def log_event(event_type: str, event: HubEvent) -> None:
     )
 
 
+_LOGGED = {
+    "referral_id",
+    "registration_id",
+    "recipient_id",
+    "consent_id",
+    "status",
+    "cause",
+    "organisation",
+    "practice_id",
+}
+"""The fields of an event its log line carries (ids and outcomes, never personal data)."""
 _OUTCOMES = {
     "ReferralReceived": "received",
     "ReferralRedelivered": "duplicate-ignored",

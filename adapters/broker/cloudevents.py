@@ -10,9 +10,12 @@ from schemas.messages import Headers
 from schemas.topics import CE_SOURCE, CE_SPECVERSION, Header
 
 _TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+_NO_TRACE, _NO_SPAN = "0" * 32, "0" * 16  # all-zero ids are invalid (W3C trace context)
 
 
 def rfc3339(moment: datetime) -> str:
+    if moment.tzinfo is UTC:  # the hub's clock: "+00:00" after 23 characters
+        return moment.isoformat(timespec="milliseconds")[:23] + "Z"
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -20,7 +23,7 @@ def _parsed(traceparent: str | None) -> re.Match[str] | None:
     if not traceparent:
         return None
     match = _TRACEPARENT.match(traceparent.strip())
-    if match and match[1] != "ff" and set(match[2]) != {"0"} and set(match[3]) != {"0"}:
+    if match and match[1] != "ff" and match[2] != _NO_TRACE and match[3] != _NO_SPAN:
         return match
     return None
 

@@ -167,9 +167,15 @@ def canonical(event: dict[str, Any]) -> str:
 
 def published(canonical_form: str, entry_hash: str) -> bytes:
     """The copy on the `audit` topic: the canonical form plus the entry's own hash."""
-    event = orjson.loads(canonical_form)
-    event["extension"].append({"url": HASH_URL, "valueString": entry_hash})
-    return orjson.dumps(event, option=orjson.OPT_SORT_KEYS)
+    return published_event(orjson.loads(canonical_form), entry_hash)
+
+
+def published_event(event: dict[str, Any], entry_hash: str) -> bytes:
+    """`published(canonical(event), entry_hash)` from the event itself, which it leaves as
+    it was (the audit trail has the event at hand; reading its canonical form back cost as
+    much as writing it)."""
+    extension = [*event["extension"], {"url": HASH_URL, "valueString": entry_hash}]
+    return orjson.dumps({**event, "extension": extension}, option=orjson.OPT_SORT_KEYS)
 
 
 def chain_fields(canonical_form: str) -> tuple[int | None, str | None]:

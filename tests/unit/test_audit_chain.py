@@ -1,11 +1,18 @@
-"""The hash chain detects any changed, removed, inserted, reordered or duplicated entry."""
+"""The hash chain detects any changed, removed, inserted, reordered or duplicated entry; the
+published copy of an entry carries its hash."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
 
 import orjson
 import pytest
 
+from adapters.fhir.audit_event import HASH_URL, audit_event, canonical, published, published_event
+from adapters.participants import load_participants
+from schemas.audit import AuditRecord
 from services.domain.audit_chain import GENESIS, Link, entry_hash, verify
+from services.settings import DEMO_PARTICIPANTS
 
 
 def _chain(n: int) -> list[Link]:
@@ -105,3 +112,47 @@ def test_every_kind_of_tampering_is_found(tamper, first_broken: int, intact_befo
     assert verdict.first_broken == first_broken
     assert verdict.checked == intact_before
     assert verdict.problem
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        AuditRecord(
+            action="release",
+            recorded=datetime(2026, 12, 6, 3, 0, 0, 123456, tzinfo=UTC),
+            actor="praktijk-de-linde",
+            actor_role="gp-practice",
+            recipient="welzijn-hoogeveen",
+            referral_id="VERW-2026-0001",
+            registration_id="3f2a9c1e-1111-5222-8333-444455556666",
+            patient="ab" * 16,
+            consent_id="c-VERW-2026-0001",
+            data=("name", "address", "reason"),
+        ),
+        AuditRecord(
+            action="read",
+            recorded=datetime(2026, 12, 6, 3, 0, tzinfo=UTC),
+            actor="operator",
+            actor_role="operator",
+            outcome="refused",
+            detail="no consent covers this reader",
+        ),
+    ],
+)
+def test_the_published_copy_is_built_from_the_event_as_from_its_canonical_form(
+    record: AuditRecord,
+) -> None:
+    """The audit trail builds the topic's copy from the event it has at hand; it must be
+    byte for byte what reading the stored canonical form back gives, and leave the event
+    (whose canonical form is what the chain hashes) as it was."""
+    event = audit_event(
+        record, seq=7, prev_hash=GENESIS, participants=load_participants(DEMO_PARTICIPANTS)
+    )
+    form = canonical(event)
+    digest = entry_hash(form)
+    assert published_event(event, digest) == published(form, digest)
+    assert canonical(event) == form
+    assert orjson.loads(published_event(event, digest))["extension"][-1] == {
+        "url": HASH_URL,
+        "valueString": digest,
+    }
