@@ -129,22 +129,16 @@ def personal_strings(node: Any, found: set[str] | None = None, depth: int = 0) -
     log redaction can mask them even for a message that failed validation. (Every message
     passes here: one pass over each object's items.)"""
     found = set() if found is None else found
-    if depth > 64:
+    if depth > PERSONAL_DEPTH:
         return found
     if isinstance(node, dict):
-        if "family" in node or "given" in node:
-            for key in ("family", "text"):
-                value = node.get(key)
-                if isinstance(value, str):
-                    found.add(value)
-        if node.get("system") in _TELECOM and isinstance(node.get("value"), str):
-            found.add(node["value"])
+        personal_of_object(node, found)
         for key, value in node.items():
             if isinstance(value, str):
                 if key == "postalCode":
                     found.add(value)
             elif isinstance(value, list):
-                if key in _LISTED:
+                if key in LISTED_KEYS:
                     found.update(v for v in value if isinstance(v, str))
                 for item in value:
                     if isinstance(item, dict | list):
@@ -157,5 +151,20 @@ def personal_strings(node: Any, found: set[str] | None = None, depth: int = 0) -
     return found
 
 
-_TELECOM = ("phone", "email", "sms")
-_LISTED = frozenset({"given", "prefix", "line"})
+def personal_of_object(node: dict[str, Any], found: set[str]) -> None:
+    """What `personal_strings` takes from an object's own name and telecom fields (the
+    postal codes, name parts and address lines among its items are taken as it walks
+    them)."""
+    if "family" in node or "given" in node:
+        for key in ("family", "text"):
+            value = node.get(key)
+            if isinstance(value, str):
+                found.add(value)
+    if node.get("system") in TELECOM_SYSTEMS and isinstance(node.get("value"), str):
+        found.add(node["value"])
+
+
+# What `personal_strings` takes (adapters.fhir.validate walks for it too).
+TELECOM_SYSTEMS = ("phone", "email", "sms")
+LISTED_KEYS = frozenset({"given", "prefix", "line"})
+PERSONAL_DEPTH = 64

@@ -16,6 +16,7 @@ Error details name paths and rules, never values: they go into dead-letter heade
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -24,6 +25,12 @@ from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
 from adapters.fhir import lean
+from adapters.fhir.common import (
+    LISTED_KEYS,
+    PERSONAL_DEPTH,
+    personal_of_object,
+    personal_strings,
+)
 from schemas.errors import InvalidFhirError, InvalidJsonError, TooLargeError
 
 DEFAULT_MAX_BYTES = 1_000_000
@@ -68,18 +75,37 @@ def _describe(exc: ValidationError) -> str:
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 
 
-def validate_resource(data: dict[str, Any]) -> str:
-    """Validate any R4 resource; returns its resourceType or raises `InvalidFhirError`."""
+def validate_resource(
+    data: dict[str, Any], *, personal: Callable[[set[str]], None] | None = None
+) -> str:
+    """Validate any R4 resource; returns its resourceType or raises `InvalidFhirError`.
+
+    With `personal`, it is first given the personal strings of `data` (what
+    `personal_strings` finds, valid or not), before anything can fail: the hub's intake
+    hands them to the log redaction. They are gathered in the same walk that checks the
+    rules (`_walk`), not in a second pass over the message."""
+    broken: bool | None = None  # not known yet: `_scan` decides after the models
+    if personal is not None:
+        found: set[str] = set()
+        try:
+            broken = _walk(data, found)
+        except Exception:  # noqa: BLE001 - input the walk's rules were not written for
+            found, broken = personal_strings(data), None  # the two passes, as before
+        personal(found)
     resource_type = data.get("resourceType")
     if not isinstance(resource_type, str) or not resource_type:
         raise InvalidFhirError("no resourceType: not a FHIR resource")
     if not lean.accepts(data):
         _validate_full(data, resource_type)
-    try:
-        _scan(data)
-    except _Found:
+    if broken is None:
+        try:
+            _scan(data)
+            broken = False
+        except _Found:
+            broken = True
+    if broken:
         _check_rules(data, resource_type)  # the walk that names where; raises
-        raise InvalidFhirError(f"{resource_type}: breaks a rule of FHIR R4 JSON") from None
+        raise InvalidFhirError(f"{resource_type}: breaks a rule of FHIR R4 JSON")
     return resource_type
 
 
@@ -141,6 +167,58 @@ def _scan(node: Any) -> None:
                 _scan(item)
     elif isinstance(node, str) and _HTML_IN_STRING.search(node):
         raise _Found
+
+
+def _walk(node: Any, found: set[str], depth: int = 0) -> bool:
+    """`personal_strings(node)` and `_scan(node)` in one pass (every inbound message takes
+    both): adds to `found` what `personal_strings` finds, and returns whether `_scan` would
+    raise `_Found`. It runs before the models have judged `node`, so it does not stop at
+    the first rule broken (every personal string is wanted); input that its checks were
+    not written for (a Bundle entry that is no object, say) may make it raise anything,
+    and `validate_resource` then takes the two passes. tests/unit/test_rule_scan.py holds
+    it to the two."""
+    broken = False
+    if isinstance(node, dict):
+        if depth <= PERSONAL_DEPTH:
+            personal_of_object(node, found)
+        if "fhir_comments" in node:
+            broken = True
+        if node.get("resourceType") == "Bundle":
+            try:
+                _check_bundle(node, "")
+            except InvalidFhirError:
+                broken = True
+        start, end = node.get("start"), node.get("end")
+        if isinstance(start, str) and isinstance(end, str) and not _ordered(start, end):
+            broken = True
+        for key, value in node.items():
+            if isinstance(value, str):
+                if key == "div":
+                    if _ACTIVE_XHTML.search(value):
+                        broken = True
+                elif "<" in value and _HTML_IN_STRING.search(value):
+                    broken = True
+                if key == "postalCode" and depth <= PERSONAL_DEPTH:
+                    found.add(value)
+            elif isinstance(value, list):
+                if key in LISTED_KEYS and depth <= PERSONAL_DEPTH:
+                    found.update(v for v in value if isinstance(v, str))
+                if _walk(value, found, depth + 1):  # its items at depth + 2
+                    broken = True
+            elif isinstance(value, dict) and _walk(value, found, depth + 1):
+                broken = True
+    elif isinstance(node, list):
+        if not node:
+            broken = True
+        for item in node:
+            if isinstance(item, str):
+                if "<" in item and _HTML_IN_STRING.search(item):
+                    broken = True
+            elif isinstance(item, dict | list) and _walk(item, found, depth + 1):
+                broken = True
+    elif isinstance(node, str) and _HTML_IN_STRING.search(node):
+        broken = True
+    return broken
 
 
 def _check_rules(node: Any, path: str) -> None:

@@ -3,7 +3,6 @@ held referral it now covers (see `services.domain.gate`)."""
 
 from __future__ import annotations
 
-from adapters.fhir.common import personal_strings
 from adapters.fhir.consent import GRANTED, WITHDRAWN, consent_from_fhir
 from adapters.fhir.validate import load_json, validate_resource
 from adapters.redaction import remember
@@ -25,8 +24,7 @@ def consent_pipeline(hub: Hub, *, withdrawn: bool = False) -> BatchPipeline[Cons
 
     def prepare(record: InboundRecord) -> Consent:
         data = load_json(record.value, settings.max_message_bytes)
-        remember(personal_strings(data))
-        validate_resource(data)
+        validate_resource(data, personal=remember)  # names etc. to the log redaction first
         return consent_from_fhir(
             data, hub.participants, expected_status=expected, allow_test_bsn=settings.allow_test_bsn
         )

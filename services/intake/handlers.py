@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from adapters.broker.cloudevents import valid_traceparent
-from adapters.fhir.common import personal_strings
 from adapters.fhir.referral import referral_from_fhir
 from adapters.fhir.validate import load_json, validate_resource
 from adapters.redaction import remember
@@ -36,8 +35,7 @@ def intake_pipeline(hub: Hub) -> BatchPipeline[RoutedReferral]:
 
     def prepare(record: InboundRecord) -> RoutedReferral:
         data = load_json(record.value, settings.max_message_bytes)
-        remember(personal_strings(data))
-        validate_resource(data)
+        validate_resource(data, personal=remember)  # names etc. to the log redaction first
         referral = referral_from_fhir(
             data, hub.participants, allow_test_bsn=settings.allow_test_bsn
         )

@@ -1,6 +1,7 @@
 """`_scan`, the path-free walk `validate_resource` runs first, finds a rule broken exactly
 where `_check_rules` (the walk that names paths) does: on the FHIR corpus, on the hub's own
-messages, and on generated JSON trees built to hit every rule."""
+messages, and on generated JSON trees built to hit every rule. And `_walk`, the one pass the
+hub's intake takes instead of `personal_strings` and `_scan`, finds what the two find."""
 
 from __future__ import annotations
 
@@ -11,7 +12,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.fhir.validate import _check_rules, _Found, _scan, load_json, validate_resource
+from adapters.fhir.common import personal_strings
+from adapters.fhir.validate import (
+    _check_rules,
+    _Found,
+    _scan,
+    _walk,
+    load_json,
+    validate_resource,
+)
 from schemas.errors import InvalidFhirError, SchakelError
 from services.demo.samples import consent_resource, referral_bundle
 from tests.conftest import CORPUS
@@ -97,15 +106,21 @@ def _bundle(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     )
 
 
-_TREE = st.recursive(
-    _LEAF,
-    lambda children: st.one_of(
-        st.lists(children, max_size=3),
-        st.dictionaries(_KEYS, children, max_size=4),
-        _bundle(children),
-    ),
-    max_leaves=25,
-)
+def _trees(
+    leaf: st.SearchStrategy[Any], keys: st.SearchStrategy[str], width: int, leaves: int
+) -> st.SearchStrategy[Any]:
+    return st.recursive(
+        leaf,
+        lambda children: st.one_of(
+            st.lists(children, max_size=3),
+            st.dictionaries(keys, children, max_size=width),
+            _bundle(children),
+        ),
+        max_leaves=leaves,
+    )
+
+
+_TREE = _trees(_LEAF, _KEYS, 4, 25)
 
 
 @settings(max_examples=600, deadline=None)
@@ -113,3 +128,130 @@ _TREE = st.recursive(
 def test_generated_trees_get_the_same_answer(tree: Any) -> None:
     scanned, checked = _outcomes(tree)
     assert scanned == checked
+
+
+# --- one walk for the personal strings and the rules -----------------------------------
+
+
+def _two_passes(data: Any) -> tuple[set[str], bool]:
+    found = personal_strings(data)
+    try:
+        _scan(data)
+    except _Found:
+        return found, True
+    return found, False
+
+
+def _one_walk(data: Any) -> tuple[set[str], bool] | None:
+    """What `_walk` finds, or None when it gives up (then `validate_resource` takes the
+    two passes)."""
+    found: set[str] = set()
+    try:
+        broken = _walk(data, found)
+    except Exception:  # noqa: BLE001 - as validate_resource
+        return None
+    return found, broken
+
+
+def test_the_corpus_and_the_hubs_messages_get_the_same_from_one_walk() -> None:
+    walked = 0
+    for data in [load_json(path.read_bytes()) for path in FILES] + [
+        referral_bundle("VERW-WALK-1"),
+        consent_resource("c-walk-1"),
+    ]:
+        one = _one_walk(data)
+        if one is not None:
+            walked += 1
+            assert one == _two_passes(data)
+    assert walked > 90
+    bundle = referral_bundle("VERW-WALK-2")
+    found, broken = _one_walk(bundle) or (set(), True)
+    assert not broken
+    assert found and found == personal_strings(bundle)
+
+
+_PERSONAL_KEYS = st.sampled_from(
+    [
+        "family",
+        "given",
+        "text",
+        "system",
+        "value",
+        "postalCode",
+        "line",
+        "prefix",
+        "div",
+        "start",
+        "end",
+        "fhir_comments",
+        "resourceType",
+        "entry",
+        "x",
+    ]
+)
+_PERSONAL_LEAF = st.one_of(
+    _TEXT, st.sampled_from(["phone", "email", "sms", "Jansen", "de Vries"]), st.integers(0, 2)
+)
+_PERSONAL_TREE = _trees(_PERSONAL_LEAF, _PERSONAL_KEYS, 5, 40)
+
+
+@settings(max_examples=800, deadline=None)
+@given(_PERSONAL_TREE)
+def test_generated_trees_get_the_same_from_one_walk(tree: Any) -> None:
+    one = _one_walk(tree)
+    if one is not None:
+        assert one == _two_passes(tree)
+
+
+def test_deep_trees_get_the_same_from_one_walk() -> None:
+    """`personal_strings` stops at depth 64, the rules at none: past it, only the rules."""
+    tree: Any = {"family": "Diep", "x": []}
+    for _ in range(40):
+        tree = {"given": ["Laag"], "extension": [{"x": tree, "postalCode": "7901AA"}]}
+    one = _one_walk(tree)
+    assert one is not None
+    assert one == _two_passes(tree)
+    assert "Laag" in one[0] and "Diep" not in one[0]
+    assert one[1]  # the empty array at the bottom
+
+
+def test_what_the_walk_cannot_judge_goes_the_two_passes() -> None:
+    """An entry that is no object: the walk's Bundle check fails on it; the names are
+    still handed over first, and the verdict is the models' (a FHIR error, no crash)."""
+    data = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [
+            "x",
+            {
+                "resource": {
+                    "resourceType": "Patient",
+                    "name": [{"family": "Jansen", "given": ["Piet"]}],
+                }
+            },
+        ],
+    }
+    assert _one_walk(data) is None
+    handed: list[set[str]] = []
+    with pytest.raises(InvalidFhirError):
+        validate_resource(data, personal=handed.append)
+    assert handed == [{"Jansen", "Piet"}]
+
+
+def test_the_personal_strings_of_an_invalid_message_are_handed_over_before_it_fails() -> None:
+    bundle = referral_bundle("VERW-WALK-3")
+    bundle["entry"][0]["resource"]["unknownElement"] = True
+    handed: list[set[str]] = []
+    with pytest.raises(InvalidFhirError):
+        validate_resource(bundle, personal=handed.append)
+    assert handed == [personal_strings(bundle)]
+    assert handed[0]
+
+
+def test_a_broken_rule_found_by_the_walk_is_named() -> None:
+    bundle = referral_bundle("VERW-WALK-4")
+    bundle["entry"][0]["resource"]["note"] = [{"text": "zie <b>bijlage</b>"}]
+    handed: list[set[str]] = []
+    with pytest.raises(InvalidFhirError, match=r"entry\[0\]\.resource\.note\[0\]\.text"):
+        validate_resource(bundle, personal=handed.append)
+    assert handed == [personal_strings(bundle)]
