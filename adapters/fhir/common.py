@@ -126,8 +126,10 @@ def first_line(text: str, limit: int = 200) -> str:
 
 def personal_strings(node: Any, found: set[str] | None = None, depth: int = 0) -> set[str]:
     """Every name, telecom value and address line in a FHIR JSON tree, valid or not, so the
-    log redaction can mask them even for a message that failed validation. (Every message
-    passes here: one pass over each object's items.)"""
+    log redaction can mask them even for a message that failed validation. The hub's
+    intake gathers the same in the walk that also checks the FHIR rules
+    (`adapters.fhir.validate.validate_resource(..., personal=...)`), held to this one by
+    tests; this one is what that walk falls back on."""
     found = set() if found is None else found
     if depth > PERSONAL_DEPTH:
         return found
