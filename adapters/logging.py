@@ -169,7 +169,7 @@ class _Logger:
     """A structlog logger named `name` (the `logger` field of its lines), bound once per
     configuration. structlog's own lazy proxy binds a new logger at every call (its
     cache would keep the first configuration for good, and `configure_logging` may be
-    called again): a fifth of the cost of one of the hub's log lines."""
+    called again): about 1 µs of the 13–15 µs of one of the hub's log lines, timed here."""
 
     __slots__ = ("_bound", "_generation", "_name")
 
