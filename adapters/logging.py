@@ -59,8 +59,7 @@ def redact_event(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> E
         if key in PERSONAL_KEYS:
             event_dict[key] = PERSONAL_MASK
         elif key not in _OWN_KEYS and not key.startswith("_"):
-            value = event_dict[key]
-            event_dict[key] = redact(value) if type(value) is str else _redact_value(value)
+            event_dict[key] = _redact_value(event_dict[key])
     return event_dict
 
 
@@ -179,7 +178,7 @@ class _Logger:
         self._generation = -1
 
     def __getattr__(self, method: str) -> Any:
-        if self._generation != _GENERATION or self._bound is None:
+        if self._generation != _GENERATION:  # -1 until the first call
             self._bound = structlog.get_logger(self._name).bind()
             self._generation = _GENERATION
         return getattr(self._bound, method)

@@ -14,7 +14,7 @@ import hmac
 import secrets
 
 from adapters.broker.cloudevents import ce_headers, continue_trace
-from adapters.fhir.audit_event import audit_event, canonical, published_event
+from adapters.fhir.audit_event import audit_event, canonical, published
 from adapters.storage.store import Tx
 from schemas.audit import AuditEntry, AuditRecord
 from schemas.ids import message_id
@@ -62,7 +62,7 @@ def append(hub: Hub, tx: Tx, record: AuditRecord, traceparent: str | None = None
             message_id=ce_id,
             topic=hub.topics.audit,
             key=key.encode(),
-            value=published_event(event, entry.hash),
+            value=published(event, entry.hash),
             headers=ce_headers(
                 ce_id=ce_id,
                 ce_type=CE_AUDIT_RECORDED,

@@ -165,15 +165,10 @@ def canonical(event: dict[str, Any]) -> str:
     return orjson.dumps(event, option=orjson.OPT_SORT_KEYS).decode()
 
 
-def published(canonical_form: str, entry_hash: str) -> bytes:
-    """The copy on the `audit` topic: the canonical form plus the entry's own hash."""
-    return published_event(orjson.loads(canonical_form), entry_hash)
-
-
-def published_event(event: dict[str, Any], entry_hash: str) -> bytes:
-    """`published(canonical(event), entry_hash)` from the event itself, which it leaves as
-    it was (the audit trail has the event at hand; reading its canonical form back cost as
-    much as writing it)."""
+def published(event: dict[str, Any], entry_hash: str) -> bytes:
+    """The copy on the `audit` topic: the event's canonical form plus the entry's own hash.
+    Built from the event the audit trail has at hand (reading its canonical form back cost
+    as much as writing it), which it leaves as it was."""
     extension = [*event["extension"], {"url": HASH_URL, "valueString": entry_hash}]
     return orjson.dumps({**event, "extension": extension}, option=orjson.OPT_SORT_KEYS)
 
