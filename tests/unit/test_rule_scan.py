@@ -238,6 +238,32 @@ def test_what_the_walk_cannot_judge_goes_the_two_passes() -> None:
     assert handed == [{"Jansen", "Piet"}]
 
 
+class _Text(str):
+    """A str that is no JSON string: the walk knows parsed JSON's types exactly."""
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [_Text("<b>vet</b>"), ("Jansen",), {"Jansen"}, b"Jansen"],
+    ids=["str-subclass", "tuple", "set", "bytes"],
+)
+def test_values_parsed_json_does_not_have_go_the_two_passes(odd: Any) -> None:
+    """The walk refuses what `type(...) is` does not know (a str subclass included), so
+    a dict built by other code than the JSON parser still gets the two passes' answer."""
+    for data in (
+        {"resourceType": "Patient", "name": [{"family": "Jansen", "text": odd}]},
+        {"resourceType": "Patient", "name": [{"family": "Jansen", "given": [odd]}]},
+        {"resourceType": "Patient", "name": [{"family": "Jansen"}], "x": [[odd]]},
+    ):
+        assert _one_walk(data) is None
+    data = {"resourceType": "Patient", "name": [{"family": "Jansen", "text": _Text("<b>x</b>")}]}
+    handed: list[set[str]] = []
+    with pytest.raises(InvalidFhirError):
+        validate_resource(data, personal=handed.append)
+    assert handed == [personal_strings(data)]
+    assert "<b>x</b>" in handed[0]  # as personal_strings takes a name's text
+
+
 def test_the_personal_strings_of_an_invalid_message_are_handed_over_before_it_fails() -> None:
     bundle = referral_bundle("VERW-WALK-3")
     bundle["entry"][0]["resource"]["unknownElement"] = True
