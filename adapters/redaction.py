@@ -85,7 +85,7 @@ def _shape(text: str) -> tuple[bool, tuple[str, ...]]:
     """(whether it holds something shaped like a BSN, its words casefolded)."""
     shape = _SHAPES.get(text)
     if shape is None:
-        shape = (
+        shape = _id_shape(text) or (
             _BSN_LIKE.search(text) is not None,
             tuple(word.casefold() for word in _WORD.findall(text)),
         )
@@ -93,6 +93,18 @@ def _shape(text: str) -> tuple[bool, tuple[str, ...]]:
             _SHAPES.clear()
         _SHAPES[text] = shape
     return shape
+
+
+def _id_shape(text: str) -> tuple[bool, tuple[str, ...]] | None:
+    """`_shape` of an id (an ASCII letter, then ASCII letters, digits, "-" and "_"), most
+    values of the hub's log lines, without `_WORD`: in such a text it finds one word, the
+    text itself. A fresh UUID's shape took 43,700 instructions under cachegrind, 21,800 of
+    them in `_WORD`; now 23,700. None for any other text."""
+    if not (
+        text.isascii() and text[:1].isalpha() and text.replace("-", "").replace("_", "").isalnum()
+    ):
+        return None
+    return (_BSN_LIKE.search(text) is not None, (text.casefold(),))
 
 
 def redact(text: str) -> str:

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 
 import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from adapters.fhir.common import personal_strings
 from adapters.logging import get_logger
-from adapters.redaction import redact, remember
+from adapters.redaction import _BSN_LIKE, _WORD, _id_shape, redact, remember
 from services.demo.samples import referral_bundle
 
 BSN = "999900043"
@@ -120,3 +124,46 @@ def test_hub_and_library_lines_share_one_stream_in_order_at_the_configured_level
     assert all("timestamp" in x for x in lines)
     log_capture.close()
     log.info("a closed stream is not the caller's failure")
+
+
+def _shape_by_the_regexes(text: str) -> tuple[bool, tuple[str, ...]]:
+    return (
+        _BSN_LIKE.search(text) is not None,
+        tuple(word.casefold() for word in _WORD.findall(text)),
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "VERW-c-0000599",
+        "c5a7ce6d-9b81-5dc8-8058-4a35dd93bdb6",
+        f"a{BSN}",
+        f"ref-{BSN}-x",
+        "x999-900-043",
+        "x9999000430",  # ten digits: no BSN shape
+        "Ab_9",
+        "welzijn-de-wolden",
+        "Z",
+    ],
+)
+def test_an_ids_shape_is_the_regexes(text: str) -> None:
+    assert _id_shape(text) == _shape_by_the_regexes(text)
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    st.one_of(
+        st.from_regex(r"[A-Za-z][A-Za-z0-9_-]{0,40}", fullmatch=True),
+        st.from_regex(r"[A-Za-z][0-9-]{0,14}[A-Za-z0-9]{0,3}", fullmatch=True),
+        st.from_regex(r"[A-Za-z][A-Za-z0-9_.@+' -]{0,12}", fullmatch=True),  # near ids
+        st.text(alphabet="aZ09_-.@+' ’éİß\u00a0", max_size=20),
+    )
+)
+def test_every_shape_taken_without_the_regexes_is_theirs(text: str) -> None:
+    """`_id_shape` answers only for ids, and then as the regexes do."""
+    shape = _id_shape(text)
+    if shape is not None:
+        assert shape == _shape_by_the_regexes(text)
+    else:
+        assert not (text.isascii() and re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", text))
