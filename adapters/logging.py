@@ -51,7 +51,7 @@ def _redact_value(value: Any) -> Any:
     return redact(repr(value) if not isinstance(value, Exception) else str(value))
 
 
-# Written by the logging itself (TimeStamper, add_log_level, add_logger_name), never input.
+# Written by the logging itself (add_timestamp, add_log_level, add_logger_name), never input.
 _OWN_KEYS = frozenset({"timestamp", "level", "logger"})
 
 
