@@ -84,28 +84,25 @@ def validate_resource(
     `personal_strings` finds, valid or not), before anything can fail: the hub's intake
     hands them to the log redaction. They are gathered in the same walk that checks the
     rules (`_walk`), not in a second pass over the message."""
-    broken: bool | None = None  # not known yet: `_scan` decides after the models
+    found: set[str] = set()
+    broken: bool | None
+    try:
+        broken = _walk(data, found, 0 if personal is not None else _PAST_PERSONAL)
+    except Exception:  # noqa: BLE001 - input the walk's rules were not written for
+        broken = None  # not known: `_check_rules` decides once the models accepted it
+        if personal is not None:
+            found = personal_strings(data)
     if personal is not None:
-        found: set[str] = set()
-        try:
-            broken = _walk(data, found)
-        except Exception:  # noqa: BLE001 - input the walk's rules were not written for
-            found, broken = personal_strings(data), None  # the two passes, as before
         personal(found)
     resource_type = data.get("resourceType")
     if not isinstance(resource_type, str) or not resource_type:
         raise InvalidFhirError("no resourceType: not a FHIR resource")
     if not lean.accepts(data):
         _validate_full(data, resource_type)
-    if broken is None:
-        try:
-            _scan(data)
-            broken = False
-        except _Found:
-            broken = True
-    if broken:
+    if broken is not False:
         _check_rules(data, resource_type)  # the walk that names where; raises
-        raise InvalidFhirError(f"{resource_type}: breaks a rule of FHIR R4 JSON")
+        if broken:
+            raise InvalidFhirError(f"{resource_type}: breaks a rule of FHIR R4 JSON")
     return resource_type
 
 
@@ -128,57 +125,19 @@ def _validate_full(data: dict[str, Any], resource_type: str) -> None:
         raise InvalidFhirError(f"{resource_type}: not valid FHIR ({type(exc).__name__})") from None
 
 
-class _Found(Exception):  # noqa: N818 - a signal: `_check_rules` then says what and where
-    pass
-
-
-def _scan(node: Any) -> None:
-    """`_check_rules` without building a path for every element (most input breaks none of
-    the rules): raises `_Found` where `_check_rules` would raise."""
-    if isinstance(node, dict):
-        if "fhir_comments" in node:
-            raise _Found
-        if node.get("resourceType") == "Bundle":
-            try:
-                _check_bundle(node, "")
-            except InvalidFhirError:
-                raise _Found from None
-        start, end = node.get("start"), node.get("end")
-        if isinstance(start, str) and isinstance(end, str) and not _ordered(start, end):
-            raise _Found
-        for key, value in node.items():
-            if key == "div" and isinstance(value, str):
-                if _ACTIVE_XHTML.search(value):
-                    raise _Found
-                continue
-            if isinstance(value, str):
-                if "<" in value and _HTML_IN_STRING.search(value):
-                    raise _Found
-            elif isinstance(value, dict | list):
-                _scan(value)
-    elif isinstance(node, list):
-        if not node:
-            raise _Found
-        for item in node:
-            if isinstance(item, str):
-                if "<" in item and _HTML_IN_STRING.search(item):
-                    raise _Found
-            elif isinstance(item, dict | list):
-                _scan(item)
-    elif isinstance(node, str) and _HTML_IN_STRING.search(node):
-        raise _Found
-
-
 def _walk(node: Any, found: set[str], depth: int = 0) -> bool:
-    """`personal_strings(node)` and `_scan(node)` in one pass (every inbound message takes
-    both): adds to `found` what `personal_strings` finds, and returns whether `_scan` would
-    raise `_Found`. It runs before the models have judged `node`, so it does not stop at
-    the first rule broken (every personal string is wanted); input that its checks were
-    not written for (a Bundle entry that is no object, a value of a type JSON does not
-    have, say) may make it raise anything, and `validate_resource` then takes the two
-    passes. It knows the types of parsed JSON by `type(...) is`, not `isinstance`, and
-    refuses any other (`_JsonLeafError`); with that and the key checks before
-    `personal_of_object`, the walk of a referral Bundle took 20 µs instead of 24.
+    """`personal_strings(node)` and the rules of `_check_rules` in one pass (every
+    inbound message takes both): adds to `found` what `personal_strings` finds, and
+    returns whether `_check_rules` would raise. From `depth` `_PAST_PERSONAL` on it looks
+    for the rules alone (`found` stays as it is). It runs before the models have judged
+    `node`, so it does not stop at the first rule broken (every personal string is
+    wanted) and builds no paths (most input breaks no rule; `_check_rules` then names
+    where); input that its checks were not written for (a Bundle entry that is no object,
+    a value of a type JSON does not have, say) may make it raise anything, and
+    `validate_resource` then takes `personal_strings` and, once the models accepted the
+    message, `_check_rules`. It knows the types of parsed JSON by `type(...) is`, not
+    `isinstance`, and refuses any other (`_JsonLeafError`); with that and the key checks
+    before `personal_of_object`, the walk of a referral Bundle took 20 µs instead of 24.
     tests/unit/test_rule_scan.py holds it to the two."""
     broken = False
     kind = type(node)
@@ -240,6 +199,8 @@ def _walk(node: Any, found: set[str], depth: int = 0) -> bool:
 
 _JSON_LEAVES = frozenset({int, float, bool, type(None)})
 """The types of parsed JSON other than str, list and dict."""
+_PAST_PERSONAL = PERSONAL_DEPTH + 1
+"""A depth at which `_walk` gathers no personal strings: the rules alone."""
 
 
 class _JsonLeafError(TypeError):

@@ -1,7 +1,7 @@
-"""`_scan`, the path-free walk `validate_resource` runs first, finds a rule broken exactly
+"""`_walk`, the path-free walk `validate_resource` runs first, finds a rule broken exactly
 where `_check_rules` (the walk that names paths) does: on the FHIR corpus, on the hub's own
-messages, and on generated JSON trees built to hit every rule. And `_walk`, the one pass the
-hub's intake takes instead of `personal_strings` and `_scan`, finds what the two find."""
+messages, and on generated JSON trees built to hit every rule. And with the personal strings
+(the hub's intake), it finds what `personal_strings` and `_check_rules` find."""
 
 from __future__ import annotations
 
@@ -14,9 +14,8 @@ from hypothesis import strategies as st
 
 from adapters.fhir.common import personal_strings
 from adapters.fhir.validate import (
+    _PAST_PERSONAL,
     _check_rules,
-    _Found,
-    _scan,
     _walk,
     load_json,
     validate_resource,
@@ -41,18 +40,21 @@ def _json_files() -> list[Path]:
 FILES = _json_files()
 
 
-def _outcomes(data: Any) -> tuple[bool, bool]:
-    try:
-        _scan(data)
-        scanned = True
-    except _Found:
-        scanned = False
+def _passes_rules(data: Any) -> bool:
     try:
         _check_rules(data, "X")
-        checked = True
     except InvalidFhirError:
-        checked = False
-    return scanned, checked
+        return False
+    return True
+
+
+def _outcomes(data: Any) -> tuple[bool, bool]:
+    """(the walk finds no rule broken, `_check_rules` finds none); the walk for the rules
+    alone gathers no personal strings."""
+    found: set[str] = {"untouched"}
+    walked = not _walk(data, found, _PAST_PERSONAL)
+    assert found == {"untouched"}
+    return walked, _passes_rules(data)
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
@@ -134,17 +136,12 @@ def test_generated_trees_get_the_same_answer(tree: Any) -> None:
 
 
 def _two_passes(data: Any) -> tuple[set[str], bool]:
-    found = personal_strings(data)
-    try:
-        _scan(data)
-    except _Found:
-        return found, True
-    return found, False
+    return personal_strings(data), not _passes_rules(data)
 
 
 def _one_walk(data: Any) -> tuple[set[str], bool] | None:
-    """What `_walk` finds, or None when it gives up (then `validate_resource` takes the
-    two passes)."""
+    """What `_walk` finds, or None when it gives up (then `validate_resource` takes
+    `personal_strings`, and `_check_rules` after the models)."""
     found: set[str] = set()
     try:
         broken = _walk(data, found)
@@ -258,10 +255,25 @@ def test_values_parsed_json_does_not_have_go_the_two_passes(odd: Any) -> None:
         assert _one_walk(data) is None
     data = {"resourceType": "Patient", "name": [{"family": "Jansen", "text": _Text("<b>x</b>")}]}
     handed: list[set[str]] = []
-    with pytest.raises(InvalidFhirError):
+    with pytest.raises(InvalidFhirError, match=r"Patient\.name\[0\]\.text: .*HTML"):
         validate_resource(data, personal=handed.append)
     assert handed == [personal_strings(data)]
     assert "<b>x</b>" in handed[0]  # as personal_strings takes a name's text
+
+
+@pytest.mark.parametrize("personal", [True, False], ids=["personal", "rules-alone"])
+def test_where_the_walk_gives_up_the_rules_still_decide(personal: bool) -> None:
+    """A message the walk refuses but the models accept: `_check_rules` names a rule it
+    breaks, and lets it pass where it breaks none."""
+    handed: list[set[str]] = []
+    hand = handed.append if personal else None
+    fine = {"resourceType": "Patient", "name": [{"family": _Text("Jansen")}]}
+    assert _one_walk(fine) is None
+    assert validate_resource(fine, personal=hand) == "Patient"
+    broken = {"resourceType": "Patient", "name": [{"family": _Text("Jansen")}], "telecom": []}
+    with pytest.raises(InvalidFhirError, match=r"Patient\.telecom: an array must not be empty"):
+        validate_resource(broken, personal=hand)
+    assert handed == ([{"Jansen"}, {"Jansen"}] if personal else [])
 
 
 def test_the_personal_strings_of_an_invalid_message_are_handed_over_before_it_fails() -> None:
