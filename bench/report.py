@@ -108,6 +108,16 @@ def latency_stats(
     }
 
 
+def cpu_during(before: dict[str, float], after: dict[str, float], events: int) -> dict[str, Any]:
+    """The measured process's CPU between two of its `cpu` replies: per inbound event, and
+    as a share of one core over that time (at a fixed offered rate: how near its ceiling)."""
+    cpu, seconds = after["cpu"] - before["cpu"], after["t"] - before["t"]
+    return {
+        "cpu_ms_per_event": cpu * 1000 / events if events else None,
+        "cpu_share": cpu / seconds if seconds > 0 else None,
+    }
+
+
 def latency_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """The rounds at one offered rate as one figure: p50 and p99 are the median of the
     rounds' (a round whose percentile is missing counts as infinitely late), counts are
@@ -118,6 +128,10 @@ def latency_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     def median_of(key: str) -> float | None:
         values = [math.inf if r[key] is None else r[key] for r in runs]
         return _finite(statistics.median(values))
+
+    def median_known(key: str) -> float | None:
+        values = [r[key] for r in runs if r.get(key) is not None]
+        return statistics.median(values) if values else None
 
     means = [(r["mean_ms"], r["measured"]) for r in runs if r["mean_ms"] is not None]
     weight = sum(n for _, n in means)
@@ -135,6 +149,8 @@ def latency_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "p99_ms": median_of("p99_ms"),
         "max_ms": max(maxima) if maxima else None,
         "mean_ms": sum(m * n for m, n in means) / weight if weight else None,
+        "cpu_ms_per_event": median_known("cpu_ms_per_event"),
+        "cpu_share": median_known("cpu_share"),
         "runs": runs,
     }
 
@@ -154,6 +170,11 @@ def latency_line(stats: dict[str, Any]) -> str:
 
     text = f"p50 {ms(stats['p50_ms'])}, p99 {ms(stats['p99_ms'])}, max {ms(stats['max_ms'])}"
     text += f" ({stats['measured']} measured; sender lag max {stats['sender_max_lag_ms']:.0f} ms)"
+    if stats.get("cpu_ms_per_event") is not None and stats.get("cpu_share") is not None:
+        text += (
+            f"; CPU {stats['cpu_ms_per_event']:.3f} ms per event, "
+            f"{stats['cpu_share'] * 100:.0f}% of a core"
+        )
     if stats["missing"]:
         text += f"; {stats['missing']} never arrived"
     return text
@@ -425,6 +446,13 @@ def figures(results: dict[str, Any]) -> list[dict[str, Any]]:
         h, r = _get(lat, "hub", rate) or {}, _get(lat, "raw", rate) or {}
         add("latency", f"p50 release latency @ {rate}/s", "ms", h.get("p50_ms"), r.get("p50_ms"))
         add("latency", f"p99 release latency @ {rate}/s", "ms", h.get("p99_ms"), r.get("p99_ms"))
+        add(
+            "latency",
+            f"CPU per consent @ {rate}/s (the raw pipe: per record moved)",
+            "ms",
+            h.get("cpu_ms_per_event"),
+            r.get("cpu_ms_per_event"),
+        )
     add(
         "replay",
         "schakel replay vs raw read of the inbound topics",
@@ -653,6 +681,17 @@ def markdown(document: dict[str, Any]) -> str:
     if rounds:
         lines.append(
             "- Latency of each round (the table gives their median): " + "; ".join(rounds) + "."
+        )
+    busy = [
+        f"{'raw pipe' if kind == 'raw' else 'hub'} @ {rate}/s {stats['cpu_share'] * 100:.0f}%"
+        for rate in sorted((lat.get("hub") or {}).keys() | (lat.get("raw") or {}).keys(), key=int)
+        for kind in ("raw", "hub")
+        if (stats := (lat.get(kind) or {}).get(rate) or {}).get("cpu_share") is not None
+    ]
+    if busy:
+        lines.append(
+            "- CPU of the measured process while it took the offered rate, as a share of one "
+            "core (the median of the rounds'): " + "; ".join(busy) + "."
         )
     if lagging:
         lines.append(

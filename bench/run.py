@@ -659,7 +659,7 @@ class Bench:
         try:
             await sut.call("pipe-start", **self.pipe_args(prefix, source, target))
             return await self.measure(
-                counter, [retarget(m, source) for m in consents], rate, warmup
+                counter, [retarget(m, source) for m in consents], rate, warmup, sut
             )
         finally:
             await sut.call("pipe-stop")
@@ -686,26 +686,30 @@ class Bench:
             await preload(self.bootstrap, referrals)
             limit = 120 + count / 20
             await sut.call("hub-wait-waiting", count=count, timeout=limit, wait=limit + 10)
-            return await self.measure(counter, consents, rate, warmup)
+            return await self.measure(counter, consents, rate, warmup, sut)
         finally:
             await sut.call("hub-stop")
             await counter.stop()
             await self.drop(prefix)
 
     async def measure(
-        self, counter: Counter, messages: list[Message], rate: int, warmup: float
+        self, counter: Counter, messages: list[Message], rate: int, warmup: float, sut: Child
     ) -> dict[str, Any]:
-        """Send at `rate`, wait for every output. This process's collector is tuned as the
-        hub's while it does (`services.collector`): untuned, its full collections here took
-        26-115 ms each, a pause of the sender and of the arrivals' clock alike."""
+        """Send at `rate`, wait for every output; with the measured process's CPU from the
+        first send to the last output. This process's collector is tuned as the hub's while
+        it does (`services.collector`): untuned, its full collections here took 26-115 ms
+        each, a pause of the sender and of the arrivals' clock alike."""
         complete = True
         with collector.tuned():
+            before = await sut.call("cpu")
             paced = await pace(self.bootstrap, messages, rate)
             try:
                 await counter.until(len(messages), timeout=60 + len(messages) / 30)
             except TimeoutError:
                 complete = False
-        return report.latency_stats(paced, counter.arrivals, warmup, complete)
+            after = await sut.call("cpu")
+        stats = report.latency_stats(paced, counter.arrivals, warmup, complete)
+        return stats | report.cpu_during(before, after, len(messages))
 
     async def soak(self) -> None:
         events = self.sizes.soak_events

@@ -80,6 +80,7 @@ def test_smoke_run_writes_every_figure(tmp_path: Path) -> None:
                 stats["sent"] == sum(r["sent"] for r in rounds) == len(rounds) * rounds[0]["sent"]
             )
             assert all(r["complete"] and r["p99_ms"] is not None for r in rounds)
+            assert all(r["cpu_ms_per_event"] > 0 and r["cpu_share"] > 0 for r in rounds)
 
     for kind in ("raw", "hub"):
         soak = results["soak"][kind]

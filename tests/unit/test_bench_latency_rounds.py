@@ -74,3 +74,27 @@ def test_the_goal_and_the_table_show_every_round() -> None:
     assert goal["pass"] is False
     assert "hub p99 of 3 rounds 150, 900, 170 ms" in goal["detail"]
     assert "raw p99 of 3 rounds 70, 80, 75 ms" in goal["detail"]
+
+
+def test_the_cpu_while_taking_the_rate_is_per_event_and_a_share_of_a_core() -> None:
+    cpu = report.cpu_during({"t": 100.0, "cpu": 7.0}, {"t": 112.0, "cpu": 16.0}, 10_000)
+    assert cpu["cpu_ms_per_event"] == pytest.approx(0.9)
+    assert cpu["cpu_share"] == pytest.approx(0.75)
+    assert report.cpu_during({"t": 1.0, "cpu": 1.0}, {"t": 1.0, "cpu": 1.0}, 0) == {
+        "cpu_ms_per_event": None,
+        "cpu_share": None,
+    }
+    rounds = [
+        _round(20, 80, cpu_ms_per_event=0.9, cpu_share=0.75),
+        _round(30, 90, cpu_ms_per_event=0.5, cpu_share=0.95),
+        _round(25, 95, cpu_ms_per_event=0.7, cpu_share=0.4),
+    ]
+    summary = report.latency_summary(rounds)
+    assert (summary["cpu_ms_per_event"], summary["cpu_share"]) == (0.7, 0.75)
+    assert "CPU 0.700 ms per event, 75% of a core" in report.latency_line(summary)
+    assert report.latency_summary([_round(20, 80)])["cpu_ms_per_event"] is None
+    results = {
+        "latency": {"seconds": 10, "repeats": 3, "hub": {"1000": summary}, "raw": {"1000": summary}}
+    }
+    row = next(r for r in report.figures(results) if r["figure"].startswith("CPU per consent"))
+    assert (row["hub"], row["raw"], row["ratio"]) == (0.7, 0.7, 1.0)
