@@ -336,6 +336,7 @@ def _broker() -> KafkaBroker:
     )
     broker = KafkaBroker(
         "localhost:9092",
+        apply_types=False,  # as the hub's (services.hub)
         description="The deployment's Kafka (KAFKA_BOOTSTRAP_SERVERS); without it, `schakel run` "
         "starts the embedded broker.",
     )

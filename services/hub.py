@@ -318,6 +318,7 @@ def _consumers(
         client_id="schakel-hub",
         logger=logging.getLogger("schakel.faststream"),
         log_level=logging.DEBUG,
+        apply_types=False,  # handlers take the raw records (`raw_records`); no injection
     )
     broker.include_router(intake_router(hub, tuning, trackers[0]))
     broker.include_router(consent_router(hub, tuning, trackers[1], trackers[2]))

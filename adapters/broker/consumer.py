@@ -47,9 +47,13 @@ async def safe_batch_parser(
     return message
 
 
-async def no_decode(_message: Any, _original: Any = None) -> None:
-    """Handlers read `raw_message`; nothing is decoded for them."""
-    return None
+async def raw_records(message: Any, _original: Any = None) -> Any:
+    """What a handler is called with: the batch's untouched records, as `safe_batch_parser`
+    kept them (`raw_message`). The hub's broker is built with `apply_types=False`, so
+    FastStream hands this over as it is; with dependency injection, a `KafkaMessage`
+    parameter was resolved in a worker thread for every batch (a thread hop and a task
+    group per poll)."""
+    return message.raw_message
 
 
 def inbound(records: Sequence[ConsumerRecord[Any, Any]]) -> list[InboundRecord]:
@@ -124,5 +128,5 @@ class ConsumerTuning:
             "max_partition_fetch_bytes": self.max_partition_fetch_bytes,
             "listener": tracker,
             "parser": safe_batch_parser,
-            "decoder": no_decode,
+            "decoder": raw_records,
         }

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka import ConsumerRecord
 from faststream.kafka import KafkaRouter
-from faststream.kafka.annotations import KafkaMessage
 from faststream.middlewares import AckPolicy
 
 from adapters.broker.consumer import AssignmentTracker, ConsumerTuning, inbound
@@ -34,8 +37,8 @@ def create_router(
             hub.settings.group_id(SERVICE), settings.max_records, granted_tracker
         ),
     )
-    async def on_consent_granted(message: KafkaMessage) -> None:
-        await granted.handle(inbound(message.raw_message))
+    async def on_consent_granted(records: Sequence[ConsumerRecord[Any, Any]]) -> None:
+        await granted.handle(inbound(records))
 
     @router.subscriber(
         hub.topics.consent_withdrawn,
@@ -46,7 +49,7 @@ def create_router(
             hub.settings.group_id(f"{SERVICE}-withdrawn"), settings.max_records, withdrawn_tracker
         ),
     )
-    async def on_consent_withdrawn(message: KafkaMessage) -> None:
-        await withdrawn.handle(inbound(message.raw_message))
+    async def on_consent_withdrawn(records: Sequence[ConsumerRecord[Any, Any]]) -> None:
+        await withdrawn.handle(inbound(records))
 
     return router

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka import ConsumerRecord
 from faststream.kafka import KafkaRouter
-from faststream.kafka.annotations import KafkaMessage
 from faststream.middlewares import AckPolicy
 
 from adapters.broker.consumer import AssignmentTracker, ConsumerTuning, inbound
@@ -27,7 +30,7 @@ def create_router(hub: Hub, tuning: ConsumerTuning, tracker: AssignmentTracker) 
             hub.settings.group_id(SERVICE), FeedbackSettings().max_records, tracker
         ),
     )
-    async def on_feedback_returned(message: KafkaMessage) -> None:
-        await pipeline.handle(inbound(message.raw_message))
+    async def on_feedback_returned(records: Sequence[ConsumerRecord[Any, Any]]) -> None:
+        await pipeline.handle(inbound(records))
 
     return router

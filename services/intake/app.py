@@ -3,8 +3,11 @@ app are built from a `Hub` by the composition root (`services.hub`)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka import ConsumerRecord
 from faststream.kafka import KafkaRouter
-from faststream.kafka.annotations import KafkaMessage
 from faststream.middlewares import AckPolicy
 
 from adapters.broker.consumer import AssignmentTracker, ConsumerTuning, inbound
@@ -27,7 +30,7 @@ def create_router(hub: Hub, tuning: ConsumerTuning, tracker: AssignmentTracker) 
         description="FHIR R4 referral Bundles from GP systems (CONTRACT §3).",
         **tuning.subscriber_kwargs(hub.settings.group_id(SERVICE), settings.max_records, tracker),
     )
-    async def on_referral_created(message: KafkaMessage) -> None:
-        await pipeline.handle(inbound(message.raw_message))
+    async def on_referral_created(records: Sequence[ConsumerRecord[Any, Any]]) -> None:
+        await pipeline.handle(inbound(records))
 
     return router
