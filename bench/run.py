@@ -71,6 +71,9 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 MAX_RECORDS = 500  # records per poll: the hub's default (SCHAKEL_*_MAX_RECORDS)
 MIB = 2**20
+REPLY_BYTES = 64 * MIB
+"""Longest reply line from a measured process (the commit times of a latency round: about
+40 bytes a release; asyncio's default limit is 64 KiB)."""
 
 
 @dataclass(frozen=True)
@@ -162,6 +165,7 @@ class Child:
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=log,
+                limit=REPLY_BYTES,
             )
         return cls(name, proc, log_path, code)
 
@@ -686,19 +690,27 @@ class Bench:
             await preload(self.bootstrap, referrals)
             limit = 120 + count / 20
             await sut.call("hub-wait-waiting", count=count, timeout=limit, wait=limit + 10)
-            return await self.measure(counter, consents, rate, warmup, sut)
+            return await self.measure(counter, consents, rate, warmup, sut, split=True)
         finally:
             await sut.call("hub-stop")
             await counter.stop()
             await self.drop(prefix)
 
     async def measure(
-        self, counter: Counter, messages: list[Message], rate: int, warmup: float, sut: Child
+        self,
+        counter: Counter,
+        messages: list[Message],
+        rate: int,
+        warmup: float,
+        sut: Child,
+        *,
+        split: bool = False,
     ) -> dict[str, Any]:
         """Send at `rate`, wait for every output; with the measured process's CPU from the
         first send to the last output. This process's collector is tuned as the hub's while
         it does (`services.collector`): untuned, its full collections here took 26-115 ms
-        each, a pause of the sender and of the arrivals' clock alike."""
+        each, a pause of the sender and of the arrivals' clock alike. `split` (a hub): the
+        latency also split at the hub's commit of each release (`report.latency_split`)."""
         complete = True
         with collector.tuned():
             before = await sut.call("cpu")
@@ -709,7 +721,12 @@ class Bench:
                 complete = False
             after = await sut.call("cpu")
         stats = report.latency_stats(paced, counter.arrivals, warmup, complete)
-        return stats | report.cpu_during(before, after, len(messages))
+        stats |= report.cpu_during(before, after, len(messages))
+        if split:
+            reply = await sut.call("hub-commits")
+            commits = {rid.encode(): at for rid, at in reply["commits"].items()}
+            stats |= report.latency_split(paced, commits, counter.arrivals, warmup)
+        return stats
 
     async def soak(self) -> None:
         events = self.sizes.soak_events

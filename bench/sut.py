@@ -56,6 +56,8 @@ class State:
         self.pipe: RawPipe | None = None
         self.waiting: set[str] = set()
         self.waiting_grew = asyncio.Event()
+        # referral id -> when the hub committed its release to a welfare organisation
+        self.commits: dict[str, float] = {}
         self.observer: asyncio.Task[None] | None = None
 
 
@@ -93,6 +95,7 @@ async def hub_start(state: State, cmd: Command) -> Reply:
                     state.waiting_grew.set()
 
         state.observer = asyncio.create_task(observe())
+        _stamp_commits(state)
     first = min(_ASSIGNED) if _ASSIGNED else (called, time.process_time())
     return {
         "t0": first[0],
@@ -101,6 +104,34 @@ async def hub_start(state: State, cmd: Command) -> Reply:
         "started": time.monotonic(),
         "code": CODE_ROOT,
     }
+
+
+def _stamp_commits(state: State) -> None:
+    """Record when each release to a welfare organisation commits: in `Hub.committed`
+    itself, which the pipeline calls right after the commit (an observer's queue is read
+    later, when its task gets the event loop)."""
+    from schemas.registration import ReferralReleased, ReferralUpdated
+
+    hub = state.hub.hub
+    told = hub.committed
+    state.commits = {}
+
+    def committed(events: list[Any]) -> None:
+        now = time.monotonic()
+        for event in events:
+            if (
+                isinstance(event, ReferralReleased | ReferralUpdated)
+                and event.recipient_kind == "welfare"
+            ):
+                state.commits.setdefault(event.referral_id, now)
+        told(events)
+
+    hub.committed = committed
+
+
+async def hub_commits(state: State, cmd: Command) -> Reply:
+    """When the hub committed each release since it started (see `_stamp_commits`)."""
+    return {"commits": state.commits}
 
 
 async def hub_wait_waiting(state: State, cmd: Command) -> Reply:
@@ -279,6 +310,7 @@ HANDLERS: dict[str, Callable[[State, Command], Awaitable[Reply]]] = {
     "hub-start": hub_start,
     "hub-wait-waiting": hub_wait_waiting,
     "hub-drain": hub_drain,
+    "hub-commits": hub_commits,
     "hub-stop": hub_stop,
     "pipe-start": pipe_start,
     "pipe-stop": pipe_stop,

@@ -81,6 +81,10 @@ def test_smoke_run_writes_every_figure(tmp_path: Path) -> None:
             )
             assert all(r["complete"] and r["p99_ms"] is not None for r in rounds)
             assert all(r["cpu_ms_per_event"] > 0 and r["cpu_share"] > 0 for r in rounds)
+            if kind == "hub":  # split at the commit: every measured release was committed
+                assert all(r["split_measured"] == r["measured"] for r in rounds)
+                for part in ("until_commit", "after_commit"):
+                    assert all(0 < r[f"{part}_p50_ms"] <= r[f"{part}_p99_ms"] for r in rounds)
 
     for kind in ("raw", "hub"):
         soak = results["soak"][kind]

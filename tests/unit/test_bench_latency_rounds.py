@@ -98,3 +98,45 @@ def test_the_cpu_while_taking_the_rate_is_per_event_and_a_share_of_a_core() -> N
     }
     row = next(r for r in report.figures(results) if r["figure"].startswith("CPU per consent"))
     assert (row["hub"], row["raw"], row["ratio"]) == (0.7, 0.7, 1.0)
+
+
+def test_the_hub_latency_is_split_at_its_commit() -> None:
+    from bench.clients import Paced
+
+    # five consents due 10 ms apart from t=100 s; the first falls in the warm-up
+    due = {f"r{i}".encode(): 100.0 + i / 100 for i in range(5)}
+    paced = Paced(due, 100.0, 0.05, 0.0)
+    commits = {k: at + 0.040 + i / 1000 for i, (k, at) in enumerate(due.items())}
+    arrivals = {k: commits[k] + 0.015 for k in due}
+    del arrivals[b"r4"]  # never read: not in the split (the latency reports it missing)
+    commits[b"r0"] = 100.5  # in the warm-up: not measured, however late
+    split = report.latency_split(paced, commits, arrivals, warmup=0.005)
+    assert split["split_measured"] == 3  # r1, r2, r3
+    assert split["until_commit_p50_ms"] == pytest.approx(42)  # 41, 42, 43 ms
+    assert split["until_commit_p99_ms"] == pytest.approx(42.98)
+    assert split["after_commit_p50_ms"] == pytest.approx(15)
+    assert split["after_commit_p99_ms"] == pytest.approx(15)
+    assert report.latency_split(paced, {}, arrivals, warmup=0.005) == {
+        "split_measured": 0,
+        "until_commit_p50_ms": None,
+        "until_commit_p99_ms": None,
+        "after_commit_p50_ms": None,
+        "after_commit_p99_ms": None,
+    }
+
+    hub_rounds = [
+        _round(60, 150, **split),
+        _round(70, 900, **(split | {"after_commit_p99_ms": 80.0})),
+    ]
+    hub = report.latency_summary(hub_rounds)
+    assert hub["after_commit_p99_ms"] == pytest.approx((15 + 80) / 2)
+    line = report.latency_line(hub)
+    assert "until its commit p50 42.0 ms, p99 43.0 ms, after it p50 15.0 ms, p99 47.5 ms" in line
+    raw = report.latency_summary([_round(20, 70)])
+    assert raw["until_commit_p50_ms"] is None and "commit" not in report.latency_line(raw)
+    results = {"latency": {"seconds": 10, "repeats": 2, "hub": {"500": hub}, "raw": {"500": raw}}}
+    rows = {r["figure"]: r for r in report.figures(results)}
+    until = rows["p50 from the consent's due time until the hub committed its release @ 500/s"]
+    after = rows["p99 from that commit until the release was read (relay, broker) @ 500/s"]
+    assert (until["hub"], until["raw"], until["ratio"]) == (pytest.approx(42), None, None)
+    assert after["hub"] == pytest.approx(47.5)
