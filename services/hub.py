@@ -21,6 +21,7 @@ from adapters.broker.client import Sender
 from adapters.broker.consumer import AssignmentTracker, ConsumerTuning
 from adapters.broker.embedded import EmbeddedBroker
 from adapters.broker.outbox import OutboxRelay, relay_producer
+from adapters.broker.relay_thread import RelayThread
 from adapters.broker.watch import BrokerWatch
 from adapters.logging import get_logger
 from adapters.participants import load_participants
@@ -79,7 +80,7 @@ class RunningHub:
     cluster: ClusterInfo
     topic_report: TopicReport
     broker: KafkaBroker
-    relay: OutboxRelay
+    relay: RelayThread
     trackers: list[AssignmentTracker]
     ticker: Ticker
     tuning: ConsumerTuning
@@ -161,7 +162,7 @@ class RunningHub:
                 "again (what the hub already has is recognised and changes nothing)"
             )
             await self.relay.replace_producer(
-                relay_producer(self.bootstrap, self.hub.settings.max_message_bytes)
+                lambda: relay_producer(self.bootstrap, self.hub.settings.max_message_bytes)
             )
             if self.sender is not None:  # the FHIR facade's producer
                 await self.sender.renew()
@@ -226,8 +227,11 @@ async def start_hub(
         hub = Hub(
             settings=settings, participants=participants, store=store, topics=topics, clock=clock
         )
-        relay = OutboxRelay(
-            store, relay_producer(bootstrap, settings.max_message_bytes), bootstrap=bootstrap
+        # on a loop of its own: on this one each of its steps waited behind a transaction
+        relay = RelayThread(
+            lambda: OutboxRelay(
+                store, relay_producer(bootstrap, settings.max_message_bytes), bootstrap=bootstrap
+            )
         )
         hub.relay = relay
 
