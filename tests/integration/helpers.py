@@ -17,8 +17,9 @@ from typing import Any, TypeVar
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
-from adapters.broker.admin import delete_topics
+from adapters.broker.admin import TopicSpec, delete_topics, ensure_topics
 from adapters.broker.client import Sender, inbound_headers
+from adapters.storage.store import Store
 from schemas import topics as names
 from schemas.registration import HubEvent
 from services.demo.samples import consent_resource, fictional_bsn, referral_bundle, to_bytes
@@ -469,3 +470,13 @@ async def send_referrals_with_consent(
         await produce(sender, prefix, names.CONSENT_GRANTED, to_bytes(consent), rid)
     await sender.producer.flush()
     return ids
+
+
+async def relay_topic_and_store(bootstrap: str, folder: Path) -> tuple[str, Store]:
+    """For the outbox relay's tests: a fresh welfare topic of 3 partitions and a migrated
+    SQLite store in `folder`."""
+    topic = f"t{uuid.uuid4().hex[:10]}.welfare.x.referrals"
+    await ensure_topics(bootstrap, [TopicSpec(topic, 3)])
+    store = Store(f"sqlite:///{folder / 'outbox.db'}")
+    store.migrate()
+    return topic, store

@@ -3,18 +3,15 @@ acknowledgement and marking the row (issue #8)."""
 
 from __future__ import annotations
 
-import uuid
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from adapters.broker.admin import TopicSpec, ensure_topics
 from adapters.broker.client import Sender
 from adapters.broker.outbox import OutboxRelay, make_producer
-from adapters.storage.store import Store
 from schemas.messages import OutboundMessage
-from tests.integration.helpers import TopicReader
+from tests.integration.helpers import TopicReader, relay_topic_and_store
 
 
 def _message(topic: str, i: int) -> OutboundMessage:
@@ -31,10 +28,7 @@ def _message(topic: str, i: int) -> OutboundMessage:
 async def test_acknowledged_but_unmarked_rows_are_not_sent_again(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    topic = f"t{uuid.uuid4().hex[:10]}.welfare.x.referrals"
-    await ensure_topics(kafka_bootstrap, [TopicSpec(topic, 3)])
-    store = Store(f"sqlite:///{tmp_path / 'outbox.db'}")
-    store.migrate()
+    topic, store = await relay_topic_and_store(kafka_bootstrap, tmp_path)
     messages = [_message(topic, i) for i in range(12)]
     for message in messages:
         store.run(lambda tx, m=message: tx.add_outbox(m))
@@ -78,10 +72,7 @@ async def test_a_store_locked_by_another_writer_delays_the_marking_not_the_event
     import asyncio
     import sqlite3
 
-    topic = f"t{uuid.uuid4().hex[:10]}.welfare.x.referrals"
-    await ensure_topics(kafka_bootstrap, [TopicSpec(topic, 3)])
-    store = Store(f"sqlite:///{tmp_path / 'outbox.db'}")
-    store.migrate()
+    topic, store = await relay_topic_and_store(kafka_bootstrap, tmp_path)
     relay = OutboxRelay(store, make_producer(kafka_bootstrap, 1_048_576), bootstrap=kafka_bootstrap)
     await relay.producer.start()
     store.run(lambda tx: tx.add_outbox(_message(topic, 0)))
@@ -130,10 +121,7 @@ async def test_marks_are_written_together_and_acknowledged_rows_are_not_sent_aga
     from adapters.broker import outbox
 
     monkeypatch.setattr(outbox, "MARK_EVERY_SECONDS", 0.5)
-    topic = f"t{uuid.uuid4().hex[:10]}.welfare.x.referrals"
-    await ensure_topics(kafka_bootstrap, [TopicSpec(topic, 3)])
-    store = Store(f"sqlite:///{tmp_path / 'outbox.db'}")
-    store.migrate()
+    topic, store = await relay_topic_and_store(kafka_bootstrap, tmp_path)
     relay = OutboxRelay(store, make_producer(kafka_bootstrap, 1_048_576), bootstrap=kafka_bootstrap)
     marks: list[int] = []
     mark = store.mark_published

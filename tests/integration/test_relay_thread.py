@@ -6,17 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import uuid
 from pathlib import Path
 
 import pytest
 
-from adapters.broker.admin import TopicSpec, ensure_topics
 from adapters.broker.outbox import OutboxRelay, make_producer
 from adapters.broker.relay_thread import RelayThread
 from adapters.storage.store import Store
 from schemas.messages import OutboundMessage
-from tests.integration.helpers import TopicReader
+from tests.integration.helpers import TopicReader, relay_topic_and_store
 
 
 def _message(topic: str, i: int) -> OutboundMessage:
@@ -28,10 +26,7 @@ def _message(topic: str, i: int) -> OutboundMessage:
 async def test_the_relay_publishes_from_its_own_thread_and_pauses_for_the_hub(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    topic = f"t{uuid.uuid4().hex[:10]}.welfare.x.referrals"
-    await ensure_topics(kafka_bootstrap, [TopicSpec(topic, 3)])
-    store = Store(f"sqlite:///{tmp_path / 'relay.db'}")
-    store.migrate()
+    topic, store = await relay_topic_and_store(kafka_bootstrap, tmp_path)
     loops: list[tuple[asyncio.AbstractEventLoop, threading.Thread]] = []
 
     def make() -> OutboxRelay:
