@@ -21,7 +21,6 @@ from adapters.broker.client import Sender
 from adapters.broker.consumer import AssignmentTracker, ConsumerTuning
 from adapters.broker.embedded import EmbeddedBroker
 from adapters.broker.outbox import OutboxRelay, relay_producer
-from adapters.broker.relay_thread import RelayThread
 from adapters.broker.watch import BrokerWatch
 from adapters.logging import get_logger
 from adapters.participants import load_participants
@@ -80,7 +79,7 @@ class RunningHub:
     cluster: ClusterInfo
     topic_report: TopicReport
     broker: KafkaBroker
-    relay: RelayThread
+    relay: OutboxRelay
     trackers: list[AssignmentTracker]
     ticker: Ticker
     tuning: ConsumerTuning
@@ -162,7 +161,7 @@ class RunningHub:
                 "again (what the hub already has is recognised and changes nothing)"
             )
             await self.relay.replace_producer(
-                lambda: relay_producer(self.bootstrap, self.hub.settings.max_message_bytes)
+                relay_producer(self.bootstrap, self.hub.settings.max_message_bytes)
             )
             if self.sender is not None:  # the FHIR facade's producer
                 await self.sender.renew()
@@ -227,11 +226,8 @@ async def start_hub(
         hub = Hub(
             settings=settings, participants=participants, store=store, topics=topics, clock=clock
         )
-        # on a loop of its own: on this one each of its steps waited behind a transaction
-        relay = RelayThread(
-            lambda: OutboxRelay(
-                store, relay_producer(bootstrap, settings.max_message_bytes), bootstrap=bootstrap
-            )
+        relay = OutboxRelay(
+            store, relay_producer(bootstrap, settings.max_message_bytes), bootstrap=bootstrap
         )
         hub.relay = relay
 

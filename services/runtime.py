@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from adapters.broker.outbox import OutboxRelay
-from adapters.broker.relay_thread import RelayThread
 from adapters.storage.store import Store
 from schemas.messages import InboundRecord
 from schemas.participants import Participants
@@ -73,8 +72,7 @@ class Hub:
     observers: Observers = field(default_factory=Observers)
     metrics: HubMetrics = field(default_factory=HubMetrics)
     """This hub's own Prometheus registry and instruments (`services.metrics`)."""
-    relay: RelayThread | OutboxRelay | None = None
-    """Woken after every commit (the hub's is a `RelayThread`; `wake` from any thread)."""
+    relay: OutboxRelay | None = None
     log_order: bool = True
     """Record the order records are applied in (replay follows it; a replay does not log)."""
     before_apply: Callable[[InboundRecord], None] | None = None
