@@ -84,12 +84,17 @@ def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def _after_warmup(paced: Paced, warmup: float) -> list[bytes]:
+    """The keys of the messages that count: those due after the warm-up."""
+    return [k for k, due in paced.scheduled.items() if due >= paced.started + warmup]
+
+
 def latency_stats(
     paced: Paced, arrivals: dict[bytes, float], warmup: float, complete: bool
 ) -> dict[str, Any]:
     """Latency of every message due after the warm-up; one that never arrived counts as
     infinitely late (a p99 that lands on one is reported as missing, never as a number)."""
-    measured = [k for k, due in paced.scheduled.items() if due >= paced.started + warmup]
+    measured = _after_warmup(paced, warmup)
     values = sorted(
         (arrivals[k] - paced.scheduled[k]) * 1000 if k in arrivals else math.inf for k in measured
     )
@@ -126,11 +131,7 @@ def latency_split(
     release being read (the outbox relay, the broker out, the reader). One clock for both
     processes (`time.monotonic`, system-wide here); the p99 of the parts need not add up
     to the p99 of the whole."""
-    measured = [
-        k
-        for k, due in paced.scheduled.items()
-        if due >= paced.started + warmup and k in commits and k in arrivals
-    ]
+    measured = [k for k in _after_warmup(paced, warmup) if k in commits and k in arrivals]
     until = sorted((commits[k] - paced.scheduled[k]) * 1000 for k in measured)
     after = sorted((arrivals[k] - commits[k]) * 1000 for k in measured)
     return {
