@@ -10,6 +10,7 @@ import platform
 import statistics
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from importlib import metadata
@@ -119,6 +120,9 @@ SPLIT_KEYS = (
     "until_commit_p99_ms",
     "after_commit_p50_ms",
     "after_commit_p99_ms",
+    "transactions_per_s",
+    "releases_per_transaction_mean",
+    "releases_per_transaction_median",
 )
 
 
@@ -140,6 +144,23 @@ def latency_split(
         "until_commit_p99_ms": _finite(percentile(until, 99)),
         "after_commit_p50_ms": _finite(percentile(after, 50)),
         "after_commit_p99_ms": _finite(percentile(after, 99)),
+    } | transactions(commits)
+
+
+def transactions(commits: Mapping[bytes, float]) -> dict[str, Any]:
+    """The hub's transactions that released, over the whole round (warm-up included):
+    releases stamped with one commit time were committed together (the measured process
+    takes one stamp per commit, `bench/sut.py` `_stamp_commits`). How many, how many a
+    second (between the first and the last), and releases per transaction: a transaction
+    has a cost of its own, so the CPU per consent at a rate follows its size."""
+    sizes = sorted(Counter(commits.values()).values())
+    times = sorted(set(commits.values()))
+    span = times[-1] - times[0] if times else 0.0
+    return {
+        "transactions": len(sizes),
+        "transactions_per_s": (len(times) - 1) / span if span > 0 else None,
+        "releases_per_transaction_mean": statistics.mean(sizes) if sizes else None,
+        "releases_per_transaction_median": statistics.median(sizes) if sizes else None,
     }
 
 
@@ -216,6 +237,12 @@ def latency_line(stats: dict[str, Any]) -> str:
             f"; until its commit p50 {ms(stats['until_commit_p50_ms'])}, "
             f"p99 {ms(stats['until_commit_p99_ms'])}, after it p50 "
             f"{ms(stats['after_commit_p50_ms'])}, p99 {ms(stats['after_commit_p99_ms'])}"
+        )
+    if stats.get("transactions_per_s") is not None:
+        text += (
+            f"; {stats['transactions_per_s']:.0f} transactions/s of "
+            f"{stats['releases_per_transaction_mean']:.1f} releases on average "
+            f"(median {stats['releases_per_transaction_median']:g})"
         )
     if stats["missing"]:
         text += f"; {stats['missing']} never arrived"
@@ -507,6 +534,20 @@ def figures(results: dict[str, Any]) -> list[dict[str, Any]]:
                     h.get(f"{part}_{q}_ms"),
                     None,
                 )
+        add(
+            "latency",
+            f"the hub's transactions @ {rate}/s (that released)",
+            "per s",
+            h.get("transactions_per_s"),
+            None,
+        )
+        add(
+            "latency",
+            f"releases per transaction @ {rate}/s, mean",
+            "releases",
+            h.get("releases_per_transaction_mean"),
+            None,
+        )
     add(
         "replay",
         "schakel replay vs raw read of the inbound topics",

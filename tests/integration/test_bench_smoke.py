@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
+from services.pipeline import ON_LOOP_RECORDS
 from tests.conftest import ARTIFACTS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,6 +87,13 @@ def test_smoke_run_writes_every_figure(tmp_path: Path) -> None:
                 assert all(r["split_measured"] == r["measured"] for r in rounds)
                 for part in ("until_commit", "after_commit"):
                     assert all(0 < r[f"{part}_p50_ms"] <= r[f"{part}_p99_ms"] for r in rounds)
+                # told apart by their commit stamps: never more than a transaction holds
+                assert all(
+                    1 <= r["releases_per_transaction_mean"] <= ON_LOOP_RECORDS
+                    and r["transactions"] * r["releases_per_transaction_mean"]
+                    == pytest.approx(r["sent"])
+                    for r in rounds
+                )
 
     for kind in ("raw", "hub"):
         soak = results["soak"][kind]

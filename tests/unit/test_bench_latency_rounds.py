@@ -122,6 +122,10 @@ def test_the_hub_latency_is_split_at_its_commit() -> None:
         "until_commit_p99_ms": None,
         "after_commit_p50_ms": None,
         "after_commit_p99_ms": None,
+        "transactions": 0,
+        "transactions_per_s": None,
+        "releases_per_transaction_mean": None,
+        "releases_per_transaction_median": None,
     }
 
     hub_rounds = [
@@ -140,3 +144,27 @@ def test_the_hub_latency_is_split_at_its_commit() -> None:
     after = rows["p99 from that commit until the release was read (relay, broker) @ 500/s"]
     assert (until["hub"], until["raw"], until["ratio"]) == (pytest.approx(42), None, None)
     assert after["hub"] == pytest.approx(47.5)
+
+
+def test_the_hub_transactions_are_told_by_their_commit_stamps() -> None:
+    # one stamp per commit: releases stamped alike were committed together (warm-up too)
+    commits = {b"r0": 10.0, b"r1": 10.0, b"r2": 10.0, b"r3": 10.5, b"r4": 11.0, b"r5": 11.0}
+    found = report.transactions(commits)
+    assert found == {
+        "transactions": 3,
+        "transactions_per_s": pytest.approx(2.0),  # two intervals over one second
+        "releases_per_transaction_mean": pytest.approx(2.0),  # 3, 1, 2
+        "releases_per_transaction_median": 2,
+    }
+    one = report.transactions({b"r0": 5.0, b"r1": 5.0})
+    assert (one["transactions"], one["transactions_per_s"]) == (1, None)
+    assert one["releases_per_transaction_mean"] == 2
+
+    rounds = [_round(60, 150, **found), _round(70, 900, **(found | {"transactions_per_s": 4.0}))]
+    hub = report.latency_summary(rounds)
+    assert hub["transactions_per_s"] == pytest.approx(3.0)  # the median of the rounds
+    assert "3 transactions/s of 2.0 releases on average (median 2)" in report.latency_line(hub)
+    results = {"latency": {"seconds": 10, "repeats": 2, "hub": {"500": hub}}}
+    rows = {r["figure"]: r for r in report.figures(results)}
+    assert rows["the hub's transactions @ 500/s (that released)"]["hub"] == pytest.approx(3.0)
+    assert rows["releases per transaction @ 500/s, mean"]["hub"] == pytest.approx(2.0)
