@@ -153,7 +153,7 @@ def transactions(commits: Mapping[bytes, float]) -> dict[str, Any]:
     takes one stamp per commit, `bench/sut.py` `_stamp_commits`). How many, how many a
     second (between the first and the last), and releases per transaction: a transaction
     has a cost of its own, so the CPU per consent at a rate follows its size."""
-    sizes = sorted(Counter(commits.values()).values())
+    sizes = list(Counter(commits.values()).values())
     times = sorted(set(commits.values()))
     span = times[-1] - times[0] if times else 0.0
     return {
