@@ -109,7 +109,8 @@ async def hub_start(state: State, cmd: Command) -> Reply:
 def _stamp_commits(state: State) -> None:
     """Record when each release to a welfare organisation commits: in `Hub.committed`
     itself, which the pipeline calls right after the commit (an observer's queue is read
-    later, when its task gets the event loop)."""
+    later, when its task gets the event loop). One stamp per commit, shared by its
+    releases: `report.transactions` tells the transactions apart by it."""
     from schemas.registration import ReferralReleased, ReferralUpdated
 
     hub = state.hub.hub
