@@ -934,7 +934,10 @@ def plot(document: dict[str, Any], path: Path) -> None:
         )
         ax.set_xticks(list(xs), [p[0] for p in pairs])
         ax.set_yscale("log")
-        ax.legend()
+        rates = [r for p in pairs for r in p[1:] if r > 0]
+        if rates:  # room above the bars for the legend
+            ax.set_ylim(min(rates) / 3, max(rates) * 8)
+        ax.legend(loc="upper left")
     ax.set_title("Offline rates (records or entries/s)")
 
     ax = axes[1][1]
