@@ -92,6 +92,12 @@ class Sizes:
     raw_records: int = 40_000
     """The raw pipe moves at least this many records (the hub's pairs, repeated), so that its
     rate is a steady one and not its start-up."""
+    calibration_referrals: int = 3_000
+    calibration_runs: int = 3
+    """The machine's speed for the hub's Python, at the start and at the end of the run:
+    `python -m bench.pipeline` (this many referrals a run, this many runs, polls of 64) in a
+    process of its own. The raw pipe's CPU does not always tell it: on one day it was as low
+    as on fast days while the pipelines took 30% more CPU for the same instructions."""
 
 
 SMOKE = Sizes(
@@ -102,8 +108,11 @@ SMOKE = Sizes(
     audit_entries=1_000,
     partitions=3,
     raw_records=0,
+    calibration_referrals=30,
+    calibration_runs=1,
 )
-PHASES = ("throughput", "offline", "latency", "soak")
+PHASES = ("calibration", "throughput", "offline", "latency", "soak")
+CALIBRATION_BATCH = 64
 
 
 class BenchError(Exception):
@@ -401,14 +410,35 @@ class Bench:
             "profile": self.profiled,
         }
         took = self.results["phase_seconds"] = {}
+        if "calibration" in phases:
+            await self.calibrate("start")
         for name, step in steps.items():
             if name in phases or (name == "profile" and self.profile):
                 started = time.monotonic()
                 await step()
                 took[name] = time.monotonic() - started
+        if "calibration" in phases:
+            await self.calibrate("end")
         if self._kept is not None:  # the throughput run's topics, when nothing replayed them
             await self.drop(self._kept[0])
         return self.results
+
+    async def calibrate(self, when: str) -> None:
+        """The hub's pipelines in-process (bench/pipeline.py), in a fresh process: how fast
+        the machine runs the hub's Python now, beside the figures it moves."""
+        n, runs = self.sizes.calibration_referrals, self.sizes.calibration_runs
+        say(f"calibration ({when}): the hub's pipelines in-process, {runs} x {n} referrals")
+        async with self.child(f"calibration-{when}") as sut:
+            measured = await sut.call(
+                "pipeline",
+                referrals=n,
+                runs=runs,
+                batch=CALIBRATION_BATCH,
+                wait=60 + n * runs / 100,
+            )
+        self.results.setdefault("calibration", {})[when] = measured
+        runs_text = ", ".join(f"{x:.3f}" for x in measured["ms_per_referral"])
+        say(f"  {measured['median_ms']:.3f} ms CPU per referral, median of {runs_text}")
 
     async def throughput(self) -> None:
         n = self.sizes.referrals

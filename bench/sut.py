@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -307,6 +308,25 @@ async def audit_verify(state: State, cmd: Command) -> Reply:
     }
 
 
+async def pipeline(state: State, cmd: Command) -> Reply:
+    """`python -m bench.pipeline` here: the hub's pipelines in-process, their log lines to
+    /dev/null as there (the machine's speed for the hub's Python, for the bench's notes)."""
+    from bench.pipeline import measure
+
+    with open(os.devnull, "w") as devnull:  # noqa: ASYNC230 - /dev/null never blocks
+        configure_logging("INFO", "json", stream=devnull)  # a fixed load, whatever the run's
+        try:
+            figures = await measure(cmd["referrals"], cmd["runs"], cmd["batch"], sys.stderr)
+        finally:
+            configure_logging(os.environ.get("SCHAKEL_LOG_LEVEL", "INFO"), "json", sys.stderr)
+    return {
+        "referrals": cmd["referrals"],
+        "batch": cmd["batch"],
+        "ms_per_referral": figures,
+        "median_ms": statistics.median(figures),
+    }
+
+
 HANDLERS: dict[str, Callable[[State, Command], Awaitable[Reply]]] = {
     "hub-start": hub_start,
     "hub-wait-waiting": hub_wait_waiting,
@@ -319,6 +339,7 @@ HANDLERS: dict[str, Callable[[State, Command], Awaitable[Reply]]] = {
     "consume": consume,
     "replay": replay,
     "audit-verify": audit_verify,
+    "pipeline": pipeline,
 }
 
 

@@ -95,6 +95,12 @@ def test_smoke_run_writes_every_figure(tmp_path: Path) -> None:
                     for r in rounds
                 )
 
+    for when in ("start", "end"):  # the machine's speed for the hub's Python, both ends
+        calibration = results["calibration"][when]
+        assert calibration["referrals"] == sizes["calibration_referrals"]
+        assert len(calibration["ms_per_referral"]) == sizes["calibration_runs"]
+        assert all(x > 0 for x in calibration["ms_per_referral"])
+
     for kind in ("raw", "hub"):
         soak = results["soak"][kind]
         assert soak["events"] >= sizes["soak_events"]
