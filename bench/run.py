@@ -411,14 +411,18 @@ class Bench:
         }
         took = self.results["phase_seconds"] = {}
         if "calibration" in phases:
+            started = time.monotonic()
             await self.calibrate("start")
+            took["calibration"] = time.monotonic() - started
         for name, step in steps.items():
             if name in phases or (name == "profile" and self.profile):
                 started = time.monotonic()
                 await step()
                 took[name] = time.monotonic() - started
         if "calibration" in phases:
+            started = time.monotonic()
             await self.calibrate("end")
+            took["calibration"] += time.monotonic() - started
         if self._kept is not None:  # the throughput run's topics, when nothing replayed them
             await self.drop(self._kept[0])
         return self.results
@@ -427,6 +431,9 @@ class Bench:
         """The hub's pipelines in-process (bench/pipeline.py), in a fresh process: how fast
         the machine runs the hub's Python now, beside the figures it moves."""
         n, runs = self.sizes.calibration_referrals, self.sizes.calibration_runs
+        if '"pipeline": pipeline' not in (self.code / "bench" / "sut.py").read_text("utf-8"):
+            say(f"calibration ({when}): not in the measured code (`--code` older than d0ad990)")
+            return
         say(f"calibration ({when}): the hub's pipelines in-process, {runs} x {n} referrals")
         async with self.child(f"calibration-{when}") as sut:
             measured = await sut.call(
