@@ -409,20 +409,21 @@ class Bench:
             "soak": self.soak,
             "profile": self.profiled,
         }
-        took = self.results["phase_seconds"] = {}
-        if "calibration" in phases:
+        took: dict[str, float] = {}
+        self.results["phase_seconds"] = took
+
+        async def timed(name: str, step: Callable[[], Awaitable[None]]) -> None:
             started = time.monotonic()
-            await self.calibrate("start")
-            took["calibration"] = time.monotonic() - started
+            await step()
+            took[name] = took.get(name, 0.0) + time.monotonic() - started
+
+        if "calibration" in phases:
+            await timed("calibration", lambda: self.calibrate("start"))
         for name, step in steps.items():
             if name in phases or (name == "profile" and self.profile):
-                started = time.monotonic()
-                await step()
-                took[name] = time.monotonic() - started
+                await timed(name, step)
         if "calibration" in phases:
-            started = time.monotonic()
-            await self.calibrate("end")
-            took["calibration"] += time.monotonic() - started
+            await timed("calibration", lambda: self.calibrate("end"))
         if self._kept is not None:  # the throughput run's topics, when nothing replayed them
             await self.drop(self._kept[0])
         return self.results
