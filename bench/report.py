@@ -478,6 +478,15 @@ def figures(results: dict[str, Any]) -> list[dict[str, Any]]:
         )
     tp = results.get("throughput") or {}
     hub, raw = tp.get("hub") or {}, tp.get("raw") or {}
+    if not _get(results, "store", "url") and hub.get("processes", 1) == 1:  # as the pipelines run
+        add(
+            "machine",
+            "the hub's CPU per referral in the throughput run over its pipelines' at the start "
+            "(what its consumers, relay and broker client add)",
+            "×",
+            _ratio(hub.get("cpu_ms_per_referral"), _get(calibration, "start", "median_ms")),
+            None,
+        )
     raw_broker = raw.get("broker_cpu_ms_per_event")
     processes = hub.get("processes", 1)
     add(
@@ -851,7 +860,11 @@ METHOD = [
     "SQLite store, the log lines to /dev/null, no broker), in a fresh process at the start and "
     "at the end of the run, the median of its runs. It tells how fast the machine ran the hub's "
     "Python that hour, which the raw pipe's CPU does not always tell: compare runs of the same "
-    "code on different days by it.",
+    "code on different days by it. The hub's CPU per referral in the throughput run (which "
+    "follows the start's calibration) over the start's figure tells what the live hub adds to "
+    "its pipelines (consumers, relay, broker client), both measured in the same hour; not "
+    "given with PostgreSQL or several hub processes, which the in-process pipelines do not "
+    "have.",
 ]
 
 

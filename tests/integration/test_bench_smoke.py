@@ -100,6 +100,11 @@ def test_smoke_run_writes_every_figure(tmp_path: Path) -> None:
         assert calibration["referrals"] == sizes["calibration_referrals"]
         assert len(calibration["ms_per_referral"]) == sizes["calibration_runs"]
         assert all(x > 0 for x in calibration["ms_per_referral"])
+    over = [row for row in document["figures"] if "over its pipelines'" in row["figure"]]
+    assert len(over) == 1 and over[0]["hub"] == pytest.approx(
+        results["throughput"]["hub"]["cpu_ms_per_referral"]
+        / results["calibration"]["start"]["median_ms"]
+    )
 
     for kind in ("raw", "hub"):
         soak = results["soak"][kind]

@@ -65,3 +65,32 @@ def test_one_run_releases_every_referral_of_its_own_store(tmp_path: Path) -> Non
     cpu, released = asyncio.run(pipeline.one_run(tmp_path, 12, 5, "unit"))
     assert released == 12
     assert cpu > 0
+
+
+def _machine_rows(results: dict[str, object]) -> dict[str, float]:
+    from bench import report
+
+    return {
+        row["figure"]: row["hub"] for row in report.figures(results) if row["section"] == "machine"
+    }
+
+
+def test_the_table_gives_the_live_hubs_cpu_over_its_pipelines_at_the_start() -> None:
+    calibration = {"start": {"median_ms": 0.8}, "end": {"median_ms": 1.6}}
+    throughput = {"hub": {"cpu_ms_per_referral": 1.0, "processes": 1}}
+    sqlite = {"kind": "SQLite (a fresh file per run)", "url": None}
+    rows = _machine_rows({"calibration": calibration, "throughput": throughput, "store": sqlite})
+    (over,) = (value for figure, value in rows.items() if "over its pipelines'" in figure)
+    assert over == pytest.approx(1.25)  # the start's figure, not the end's
+
+    # not where the hub ran otherwise than the pipelines (another store, several processes),
+    # nor without both figures
+    postgresql = {"kind": "PostgreSQL", "url": "postgresql://postgres@127.0.0.1:5432/test"}
+    two = {"hub": {"cpu_ms_per_referral": 1.0, "processes": 2}}
+    for results in (
+        {"calibration": calibration, "throughput": throughput, "store": postgresql},
+        {"calibration": calibration, "throughput": two, "store": sqlite},
+        {"throughput": throughput, "store": sqlite},
+        {"calibration": calibration, "store": sqlite},
+    ):
+        assert not any("over its pipelines'" in figure for figure in _machine_rows(results))
