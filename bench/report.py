@@ -478,7 +478,8 @@ def figures(results: dict[str, Any]) -> list[dict[str, Any]]:
         )
     tp = results.get("throughput") or {}
     hub, raw = tp.get("hub") or {}, tp.get("raw") or {}
-    if not _get(results, "store", "url") and hub.get("processes", 1) == 1:  # as the pipelines run
+    processes = hub.get("processes", 1)
+    if not _get(results, "store", "url") and processes == 1:  # as the pipelines run
         add(
             "machine",
             "the hub's CPU per referral in the throughput run over its pipelines' at the start "
@@ -488,7 +489,6 @@ def figures(results: dict[str, Any]) -> list[dict[str, Any]]:
             None,
         )
     raw_broker = raw.get("broker_cpu_ms_per_event")
-    processes = hub.get("processes", 1)
     add(
         "throughput",
         "events/s (referral and consent: one event each)"

@@ -1,6 +1,7 @@
 """`python -m bench.pipeline`: the hub's pipelines in-process, without a broker. Its figures
 are not checked (benchmarks are not timed tests); that it measures a run in which every
-referral was released, and refuses what it cannot measure, is."""
+referral was released, and refuses what it cannot measure, is; and that the bench's table
+relates the live hub's CPU to it as it says."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import pipeline
+from bench import pipeline, report
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -68,8 +69,6 @@ def test_one_run_releases_every_referral_of_its_own_store(tmp_path: Path) -> Non
 
 
 def _machine_rows(results: dict[str, object]) -> dict[str, float]:
-    from bench import report
-
     return {
         row["figure"]: row["hub"] for row in report.figures(results) if row["section"] == "machine"
     }
