@@ -930,6 +930,7 @@ def plot(document: dict[str, Any], path: Path) -> None:
             ax.scatter(*zip(*rounds, strict=True), s=12, color=color, alpha=0.5)
     if lat:
         ax.set_yscale("log")
+    if ax.get_legend_handles_labels()[0]:  # not when no rate measured a release
         ax.legend()
     ax.set_title("Release latency at a fixed offered rate")
     ax.set_xlabel("offered rate (events/s)")
@@ -983,7 +984,8 @@ def plot(document: dict[str, Any], path: Path) -> None:
                 [s[1] for s in samples], [s[2] / MIB for s in samples], color=color, label=label
             )
     if soak:
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
         ax.set_ylim(bottom=0)
     else:
         ax.text(0.5, 0.5, "no soak in this run", ha="center", va="center", transform=ax.transAxes)

@@ -1074,10 +1074,18 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, Sizes]:
         "hub_processes": args.hub_processes,
     }
     sizes = replace(sizes, **{k: v for k, v in changes.items() if v is not None})
-    if sizes.latency_repeats < 1:
-        parser.error("--latency-repeats must be 1 or more")
-    if sizes.hub_processes < 1:
-        parser.error("--hub-processes must be 1 or more")
+    for name in (
+        "referrals",
+        "latency_repeats",
+        "soak_events",
+        "audit_entries",
+        "partitions",
+        "hub_processes",
+    ):
+        if getattr(sizes, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be 1 or more")
+    if not 0 < sizes.latency_seconds < math.inf:
+        parser.error("--latency-seconds must be a number of seconds above 0")
     if sizes.hub_processes > 1 and not args.store:
         parser.error(
             "--hub-processes above 1 needs --store (PostgreSQL): several hubs share a store "
@@ -1093,7 +1101,25 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, Sizes]:
         parser.error(
             f"unknown phase(s) {', '.join(sorted(unknown))}; choose from {', '.join(PHASES)}"
         )
+    for flag, folder in (("--out", args.out), ("--log-dir", args.log_dir)):
+        problem = _unwritable(folder) if folder is not None else None
+        if problem:
+            parser.error(f"{flag} {folder}: cannot write there ({problem})")
     return args, sizes
+
+
+def _unwritable(folder: Path) -> str | None:
+    """Why nothing can be written in `folder` (made if missing), or None: said before a run
+    of up to an hour rather than when it writes its results."""
+    if folder.exists() and not folder.is_dir():
+        return "not a folder"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    return None
 
 
 def _rates(parser: argparse.ArgumentParser, text: str) -> tuple[int, ...]:

@@ -3,6 +3,8 @@ figure, the median of the rounds' percentiles, with every round kept and shown."
 
 from __future__ import annotations
 
+import warnings
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -168,3 +170,19 @@ def test_the_hub_transactions_are_told_by_their_commit_stamps() -> None:
     rows = {r["figure"]: r for r in report.figures(results)}
     assert rows["the hub's transactions @ 500/s (that released)"]["hub"] == pytest.approx(3.0)
     assert rows["releases per transaction @ 500/s, mean"]["hub"] == pytest.approx(2.0)
+
+
+def test_a_plot_with_no_release_measured_draws_no_empty_legend(tmp_path: Path) -> None:
+    """A rate at which no release was measured (`--rates 1 --latency-seconds 0.05`) has no
+    line to label: matplotlib would warn of an empty legend in the run's output."""
+    missing = report.latency_summary(
+        [_round(None, None, measured=0), _round(None, None, measured=0)]
+    )
+    document = {
+        "environment": {"date": "2026-12-07T00:00:00+00:00", "smoke": True},
+        "results": {"latency": {"raw": {"1": missing}, "hub": {"1": missing}}},
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        report.plot(document, tmp_path / "plot.png")
+    assert (tmp_path / "plot.png").stat().st_size > 0
