@@ -229,9 +229,20 @@ def snapshot(work: Path, revision: str | None) -> Path:
             )
         return root
     archive = work / "code.tar"
-    subprocess.run(
-        ["git", "archive", "--output", str(archive), revision, *report.CODE], cwd=ROOT, check=True
-    )
+    try:
+        subprocess.run(
+            ["git", "archive", "--output", str(archive), revision, "--", *report.CODE],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+    except subprocess.CalledProcessError as exc:  # e.g. a commit from before bench/ existed
+        said = (exc.stderr or "").strip().splitlines()
+        raise BenchError(
+            f"--code {revision}: git archive of {', '.join(report.CODE)} failed"
+            + (f" ({said[0]})" if said else "")
+        ) from None
     root.mkdir()
     with tarfile.open(archive) as tar:
         tar.extractall(root, filter="data")
@@ -1101,11 +1112,33 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, Sizes]:
         parser.error(
             f"unknown phase(s) {', '.join(sorted(unknown))}; choose from {', '.join(PHASES)}"
         )
+    if args.code is not None:
+        problem = _not_a_commit(args.code)
+        if problem:
+            parser.error(f"--code {args.code}: {problem}")
     for flag, folder in (("--out", args.out), ("--log-dir", args.log_dir)):
         problem = _unwritable(folder) if folder is not None else None
         if problem:
             parser.error(f"{flag} {folder}: cannot write there ({problem})")
     return args, sizes
+
+
+def _not_a_commit(revision: str) -> str | None:
+    """Why `revision` names no commit of this checkout, or None."""
+    import subprocess
+
+    if not revision or revision.startswith("-"):  # git would read it as an option
+        return "not a commit of this repository"
+    try:
+        found = subprocess.run(
+            ["git", "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}"],
+            cwd=ROOT,
+            capture_output=True,
+            timeout=60,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"git could not be asked ({type(exc).__name__})"
+    return None if found.returncode == 0 else "not a commit of this repository"
 
 
 def _unwritable(folder: Path) -> str | None:

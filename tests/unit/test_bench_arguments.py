@@ -1,6 +1,7 @@
-"""`python -m bench`'s arguments: sizes that cannot be run and folders that cannot be written
-are refused with one line before anything starts (a full run takes up to an hour, and its
-results are written at the end), never with a stack trace."""
+"""`python -m bench`'s arguments: sizes that cannot be run, folders that cannot be written and
+a `--code` that names no commit are refused with one line before anything starts (a full
+run takes up to an hour, and its results are written at the end), never with a stack
+trace; a commit without the bench's code fails the run with git's reason."""
 
 from __future__ import annotations
 
@@ -76,3 +77,27 @@ def test_missing_folders_are_made_and_sizes_kept(tmp_path: Path) -> None:
     assert (sizes.referrals, sizes.latency_seconds) == (7, 0.5)
     assert sizes.soak_events == run.SMOKE.soak_events
     assert args.out == out
+
+
+@pytest.mark.parametrize("revision", ["no-such-revision", "-p", "HEAD:bench"])
+def test_code_that_names_no_commit_is_refused(
+    revision: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    line = refused([f"--code={revision}", "--out", str(tmp_path)], capsys)
+    assert f"--code {revision}: not a commit of this repository" in line
+
+
+def test_code_of_a_commit_is_taken(tmp_path: Path) -> None:
+    args, _ = run.parse(["--code", "HEAD", "--out", str(tmp_path)])
+    assert args.code == "HEAD"
+    copied = run.snapshot(tmp_path, "HEAD")
+    assert (copied / "bench" / "run.py").is_file()
+
+
+def test_a_commit_without_the_code_fails_with_a_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As for a commit from before bench/ existed: git archive's own reason, no stack trace."""
+    monkeypatch.setattr(run.report, "CODE", (*run.report.CODE, "no-such-folder"))
+    with pytest.raises(run.BenchError, match=r"--code HEAD: git archive of .* failed \(.*no-such"):
+        run.snapshot(tmp_path, "HEAD")
