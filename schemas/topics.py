@@ -136,6 +136,7 @@ CE_FEEDBACK_RETURNED = ce_type("feedback-returned")
 CE_FEEDBACK_FORWARDED = ce_type("feedback-forwarded")
 CE_CONTACT_OVERDUE = ce_type("contact-overdue")
 CE_CONTACT_REMINDER = ce_type("contact-reminder")
+CE_HUB_EPOCH = ce_type("hub-epoch")
 
 INBOUND_CE_TYPES = {
     REFERRAL_CREATED: CE_REFERRAL_CREATED,

@@ -13,6 +13,7 @@ from typing import Annotated
 
 import orjson
 import typer
+from aiokafka.errors import KafkaConnectionError, KafkaError
 from rich.console import Console
 
 from adapters.broker.admin import BrokerError, TopicReport
@@ -35,9 +36,36 @@ log = get_logger("schakel.cli")
 
 
 def _settings() -> HubSettings:
+    """The hub's settings and each service's own (`SCHAKEL_INTAKE_*`, ...), all checked
+    here, so that a bad value is refused before anything starts."""
+    from pydantic import ValidationError
+    from pydantic_settings import BaseSettings
+
+    from services.consent.settings import ConsentSettings
+    from services.feedback.settings import FeedbackSettings
+    from services.intake.settings import IntakeSettings
+    from services.timers.settings import TimerSettings
+
+    model: type[BaseSettings] = HubSettings
     try:
+        for model in (IntakeSettings, ConsentSettings, FeedbackSettings, TimerSettings):
+            model()
+        model = HubSettings
         return HubSettings()
-    except Exception as exc:  # pydantic ValidationError: name the variable, not a traceback
+    except ValidationError as exc:  # name the variable and the problem, not the value
+        prefix = str(model.model_config.get("env_prefix", ""))
+        problems = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else ""
+            name = (
+                "KAFKA_BOOTSTRAP_SERVERS"
+                if field == "kafka_bootstrap_servers"
+                else f"{prefix}{field}".upper()
+            )
+            problems.append(f"{name}: {error['msg']}")
+        err.print(f"[red]invalid settings[/]: {'; '.join(problems)}")
+        raise typer.Exit(2) from None
+    except Exception as exc:  # noqa: BLE001 - e.g. pydantic-settings' SettingsError
         err.print(f"[red]invalid settings[/]: {exc}")
         raise typer.Exit(2) from None
 
@@ -138,7 +166,7 @@ def demo(
     configure_logging("INFO" if verbose else "ERROR", "console" if verbose else "auto")
     from services.demo.journey import run_demo
 
-    if HubSettings().kafka_bootstrap_servers:
+    if _settings().kafka_bootstrap_servers:
         err.print(
             "[dim]KAFKA_BOOTSTRAP_SERVERS is ignored: the demo runs on its own embedded broker[/]"
         )
@@ -187,7 +215,7 @@ def send(
     from adapters.fhir.keys import key_for
 
     try:
-        key = key_for(topic, data if isinstance(data, dict) else {})
+        key = key_for(topic, data)
     except SchakelError as exc:
         raise _fail(f"{file}: {exc.detail}") from None
 
@@ -234,7 +262,7 @@ app.add_typer(audit_app, name="audit")
 
 def _offline_hub(settings: HubSettings):  # type: ignore[no-untyped-def]
     """The store and participants, without broker or services (for the operator commands)."""
-    from adapters.storage.store import Store
+    from adapters.storage.store import Store, shown_url
     from schemas.topics import Topics
     from services.hub import load_configured_participants
     from services.runtime import Hub
@@ -247,7 +275,7 @@ def _offline_hub(settings: HubSettings):  # type: ignore[no-untyped-def]
         raise _fail(str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - the store's own words, without a traceback
         raise _fail(
-            f"cannot open the store {settings.database_url}: {type(exc).__name__}"
+            f"cannot open the store {shown_url(settings.database_url)}: {type(exc).__name__}"
         ) from None
     return Hub(
         settings=settings,
@@ -341,9 +369,22 @@ def audit_subject_access(
 
     if not bsn_valid(bsn):
         raise _fail("that is not a valid BSN (9 digits, 11-proef)")
+    # Checked before the request is recorded, so that the trail holds no report never made.
+    folder = out.parent
+    if out.is_dir():
+        raise _fail(f"--out {out} is a folder; name the report's file")
+    if not folder.is_dir():
+        raise _fail(f"--out {out}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise _fail(f"--out {out} cannot be written")
     hub = _offline_hub(settings)
     lines = patient_entries(hub, bsn, asked_by)
-    out.write_text(subject_access_html(lines, hub.participants, hub.clock()), "utf-8")
+    try:
+        out.write_text(subject_access_html(lines, hub.participants, hub.clock()), "utf-8")
+    except OSError as exc:
+        raise _fail(
+            f"could not write {out} ({exc.strerror}); the request is in the audit trail"
+        ) from None
     console.print(f"wrote {out} ({len(lines)} entries); the request itself is in the audit trail")
 
 
@@ -366,7 +407,8 @@ def replay(
         str, typer.Option("--topics", help="comma-separated inbound topics")
     ] = "referral-created,consent-granted,consent-withdrawn,feedback-returned",
     from_offset: Annotated[
-        int | None, typer.Option("--from-offset", help="start at this offset in every partition")
+        int | None,
+        typer.Option("--from-offset", min=0, help="start at this offset in every partition"),
     ] = None,
     since: Annotated[
         str | None, typer.Option("--since", help="start at this moment (RFC 3339)")
@@ -388,8 +430,9 @@ def replay(
         TextColumn,
         TimeRemainingColumn,
     )
+    from sqlalchemy.exc import ArgumentError
 
-    from adapters.storage.store import Store, normalise_url
+    from adapters.storage.store import Store, normalise_url, shown_url
     from services.replay import REPLAYABLE, ReplayRange
     from services.replay import replay as run_replay
 
@@ -399,18 +442,29 @@ def replay(
         )
     chosen = tuple(t.strip() for t in topics.split(",") if t.strip())
     unknown = [t for t in chosen if t not in REPLAYABLE]
+    if not chosen:
+        raise _fail(f"--topics names no topic; choose from {', '.join(REPLAYABLE)}")
     if unknown:
         raise _fail(f"cannot replay {', '.join(unknown)}; choose from {', '.join(REPLAYABLE)}")
-    if normalise_url(into) == normalise_url(settings.database_url):
-        raise _fail("--into is the live store; replay into a separate one")
     span = ReplayRange(
         topics=chosen,
         from_offset=from_offset,
         since=_moment(since, "--since"),
         until=_moment(until, "--until"),
     )
-    hub = _offline_hub(settings)
-    target = Store(into)
+    try:
+        into_url = normalise_url(into)
+    except ArgumentError:
+        raise _fail(f"--into {into!r} is not a store URL (e.g. sqlite:///rebuilt.db)") from None
+    hub = _offline_hub(settings)  # a live store URL that does not parse fails here
+    if into_url == hub.store.url:
+        raise _fail("--into is the live store; replay into a separate one")
+    try:
+        target = Store(into)
+        target.migrate()
+    except Exception as exc:  # noqa: BLE001 - the store's own words, without a traceback
+        hub.store.dispose()
+        raise _fail(f"cannot open the store {shown_url(into)}: {type(exc).__name__}") from None
 
     async def main():  # type: ignore[no-untyped-def]
         columns = (
@@ -443,6 +497,12 @@ def replay(
         result = asyncio.run(main())
     except BrokerError as exc:
         raise _fail(str(exc)) from None
+    except KafkaConnectionError:
+        raise _fail(f"no Kafka broker answers at {settings.kafka_bootstrap_servers}") from None
+    except KafkaError as exc:
+        raise _fail(
+            f"the broker at {settings.kafka_bootstrap_servers} failed: {type(exc).__name__}"
+        ) from None
     console.print(
         f"replayed {result.records} records in {result.seconds:.1f} s ({result.rate:,.0f} records/s): "
         + ", ".join(f"{k} {v}" for k, v in result.per_topic.items())
@@ -477,13 +537,9 @@ def dlq_list(
     from adapters.storage.views import Views
 
     hub = _offline_hub(settings)
-    letters = [
-        d
-        for d in Views(hub.store).dead_letters(hub.topics.dead_letter, limit)
-        if not reason or d.reason == reason
-    ]
+    letters = Views(hub.store).dead_letters(hub.topics.dead_letter, limit, reason or None)
     if not letters:
-        console.print("no dead letters")
+        console.print(f"no dead letters with reason {reason}" if reason else "no dead letters")
         return
     table = Table(title="Dead letters")
     for column in ("id", "when (UTC)", "reason", "detail", "from", "key"):

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEMO_PARTICIPANTS = Path(__file__).parent / "demo" / "participants.toml"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 class HubSettings(BaseSettings):
@@ -65,6 +66,14 @@ class HubSettings(BaseSettings):
     )
     embedded_broker_port: int | None = None
     embedded_broker_log_dir: Path | None = None
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in LOG_LEVELS:
+            raise ValueError(f"not a log level; use one of {', '.join(LOG_LEVELS)}")
+        return level
 
     @property
     def allow_test_bsn(self) -> bool:

@@ -42,7 +42,11 @@ class PartitionReader:
         self.exhausted: set[TopicPartition] = set()
 
     async def __aenter__(self) -> PartitionReader:
-        await self.consumer.start()
+        try:
+            await self.consumer.start()
+        except BaseException:
+            await self.consumer.stop()  # no "Unclosed AIOKafkaConsumer" left behind
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -20,14 +20,17 @@ import os
 import socket
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from uuid import uuid4
 
 import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from adapters.broker.cloudevents import ce_headers, continue_trace
 from adapters.broker.embedded import EmbeddedBroker
 from adapters.logging import get_logger
+from schemas.topics import CE_HUB_EPOCH
 
 log = get_logger("schakel.broker-watch")
 
@@ -64,8 +67,17 @@ class BrokerWatch:
         )
         await producer.start()
         try:
-            marker = {"host": socket.gethostname(), "pid": os.getpid(), "at": _iso(self._clock())}
-            await producer.send_and_wait(self.marker_topic, orjson.dumps(marker))
+            now = self._clock()
+            marker = {"host": socket.gethostname(), "pid": os.getpid(), "at": _iso(now)}
+            headers = ce_headers(  # like every message the hub writes (CONTRACT §2)
+                ce_id=str(uuid4()),
+                ce_type=CE_HUB_EPOCH,
+                time=now,
+                traceparent=continue_trace(None),
+            )
+            await producer.send_and_wait(
+                self.marker_topic, orjson.dumps(marker), headers=list(headers)
+            )
         finally:
             await producer.stop()
         self.last_good = self._clock()

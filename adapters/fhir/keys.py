@@ -8,29 +8,49 @@ from schemas import topics
 from schemas.errors import InvalidJsonError
 
 
-def key_for(logical_topic: str, data: dict[str, Any]) -> str:
-    """Referral id for referrals, feedback and single-referral consents; else the Consent id."""
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _array(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _first_identifier(resource: dict[str, Any]) -> Any:
+    idents = _array(resource.get("identifier"))
+    return _object(idents[0]).get("value") if idents else None
+
+
+def key_for(logical_topic: str, data: Any) -> str:
+    """Referral id for referrals, feedback and single-referral consents; else the Consent id
+    (its `id`, or its first identifier's value, as the hub reads it). A field of the wrong
+    JSON type counts as absent: the hub dead-letters such an event, the sender names it."""
+    data = _object(data)
     if logical_topic == topics.REFERRAL_CREATED:
-        for entry in data.get("entry") or ():
-            resource = entry.get("resource") or {}
+        for entry in _array(data.get("entry")):
+            resource = _object(_object(entry).get("resource"))
             if resource.get("resourceType") == "ServiceRequest":
-                idents = resource.get("identifier") or [{}]
-                if idents[0].get("value"):
-                    return str(idents[0]["value"])
+                value = _first_identifier(resource)
+                if isinstance(value, str | int) and str(value):
+                    return str(value)
         raise InvalidJsonError("no ServiceRequest.identifier[0].value to use as key")
     if logical_topic in (topics.CONSENT_GRANTED, topics.CONSENT_WITHDRAWN):
         data_refs = [
-            ((d.get("reference") or {}).get("identifier") or {}).get("value")
-            for d in (data.get("provision") or {}).get("data") or ()
+            _object(_object(_object(d).get("reference")).get("identifier")).get("value")
+            for d in _array(_object(data.get("provision")).get("data"))
         ]
-        refs = [r for r in data_refs if r]
+        refs = [r for r in data_refs if isinstance(r, str | int) and str(r)]
         if len(refs) == 1:
             return str(refs[0])
-        if data.get("id"):
-            return str(data["id"])
-        raise InvalidJsonError("no referral reference and no Consent.id to use as key")
+        for consent_id in (data.get("id"), _first_identifier(data)):
+            if isinstance(consent_id, str | int) and str(consent_id):
+                return str(consent_id)
+        raise InvalidJsonError(
+            "no referral reference, Consent.id or Consent.identifier[0].value to use as key"
+        )
     if logical_topic == topics.FEEDBACK_RETURNED:
-        if data.get("referral_id"):
-            return str(data["referral_id"])
+        referral_id = data.get("referral_id")
+        if isinstance(referral_id, str | int) and str(referral_id):
+            return str(referral_id)
         raise InvalidJsonError("no referral_id to use as key")
     raise InvalidJsonError(f"{logical_topic} is not an inbound topic")

@@ -29,6 +29,23 @@ from schemas.registration import StoredReferral
 MAX_PAGE = 500
 
 
+def _dead_letter(row: Any) -> DeadLetterSummary:
+    headers: dict[str, str] = {}
+    for key, value in orjson.loads(row.headers):
+        if key.startswith("schakel-") and value is not None:
+            headers[key] = base64.b64decode(value).decode("utf-8", "replace")
+    return DeadLetterSummary(
+        message_id=row.message_id,
+        reason=headers.get("schakel-error-reason", ""),
+        detail=headers.get("schakel-error-detail", ""),
+        original_topic=headers.get("schakel-original-topic", ""),
+        original_partition=int(headers.get("schakel-original-partition", "-1")),
+        original_offset=int(headers.get("schakel-original-offset", "-1")),
+        key=row.key.decode("utf-8", "replace") if row.key is not None else None,
+        at=row.created_at,
+    )
+
+
 def _released_to(recipient_id: str) -> Any:
     return exists().where(
         t.releases.c.registration_id == t.registrations.c.registration_id,
@@ -151,34 +168,29 @@ class Views:
             ).scalar_one()
         return {"overdue_registrations": int(overdue), "outbox_pending": int(pending)}
 
-    def dead_letters(self, dead_letter_topic: str, limit: int = 100) -> list[DeadLetterSummary]:
-        """Metadata only: the original bytes may hold personal data."""
+    def dead_letters(
+        self, dead_letter_topic: str, limit: int = 100, reason: str | None = None
+    ) -> list[DeadLetterSummary]:
+        """The newest `limit` dead letters (of one reason, when given), read a page at a time:
+        the reason is a header, so the filter cannot go into the query. Metadata only: the
+        original bytes may hold personal data."""
+        out: list[DeadLetterSummary] = []
+        before: int | None = None
         with self.store.engine.connect() as conn:
-            rows = conn.execute(
-                select(t.outbox)
-                .where(t.outbox.c.topic == dead_letter_topic)
-                .order_by(t.outbox.c.id.desc())
-                .limit(max(1, min(limit, MAX_PAGE)))
-            ).all()
-        out = []
-        for row in rows:
-            headers: dict[str, str] = {}
-            for key, value in orjson.loads(row.headers):
-                if key.startswith("schakel-") and value is not None:
-                    headers[key] = base64.b64decode(value).decode("utf-8", "replace")
-            key = row.key.decode("utf-8", "replace") if row.key is not None else None
-            out.append(
-                DeadLetterSummary(
-                    message_id=row.message_id,
-                    reason=headers.get("schakel-error-reason", ""),
-                    detail=headers.get("schakel-error-detail", ""),
-                    original_topic=headers.get("schakel-original-topic", ""),
-                    original_partition=int(headers.get("schakel-original-partition", "-1")),
-                    original_offset=int(headers.get("schakel-original-offset", "-1")),
-                    key=key,
-                    at=row.created_at,
-                )
-            )
+            while len(out) < limit:
+                query = select(t.outbox).where(t.outbox.c.topic == dead_letter_topic)
+                if before is not None:
+                    query = query.where(t.outbox.c.id < before)
+                rows = conn.execute(query.order_by(t.outbox.c.id.desc()).limit(MAX_PAGE)).all()
+                for row in rows:
+                    letter = _dead_letter(row)
+                    if reason is None or letter.reason == reason:
+                        out.append(letter)
+                        if len(out) == limit:
+                            break
+                if len(rows) < MAX_PAGE:
+                    break
+                before = rows[-1].id
         return out
 
     def tasks_of_practice(self, practice_id: str, referral_id: str) -> list[dict[str, Any]]:

@@ -233,6 +233,14 @@ async def test_outputs_without_a_traced_cause_continue_the_referral_trace(
         await hub.relay.publish_pending()
         gp = await _everything(hub, topics.his_feedback(PRACTICE))
         welfare = await _everything(hub, topics.welfare_referrals(WELFARE))
+        (marker,) = await _everything(hub, topics.hub_epoch)
+
+    # The hub's marker record carries the headers of every message the hub writes too.
+    marker_headers = {k: (v or b"").decode() for k, v in marker.headers}
+    ce_schema = ASYNCAPI["components"]["schemas"]["CloudEventsHeaders"]
+    jsonschema.validate(marker_headers, {**ce_schema, "components": ASYNCAPI["components"]})
+    assert marker_headers["ce_type"] == "nl.schakel.hub-epoch.v1"
+    assert TRACEPARENT.match(marker_headers["traceparent"])
 
     by_type = {(r.key.decode(), ce_type(r)): r for r in gp + welfare}
     assert set(by_type) == {

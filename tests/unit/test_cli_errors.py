@@ -1,0 +1,202 @@
+"""The `schakel` command's answers to bad input and bad settings: one line and exit status 2,
+before anything starts, never "internal error" (the last line of defence, exit 70) and never
+a stack trace. No broker is needed: every case is refused before one would be reached,
+except one that names a port where nothing listens."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+from typer.testing import CliRunner
+
+from adapters.broker.dead_letter import dead_letter
+from adapters.fhir.keys import key_for
+from adapters.storage.store import Store
+from schemas import topics
+from schemas.errors import InvalidBsnError, InvalidJsonError
+from schemas.messages import InboundRecord
+from services.audit_reports import verify_store
+from services.cli import app
+from services.settings import DEMO_PARTICIPANTS
+
+NOBODY = "127.0.0.1:1"  # nothing listens there
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": NOBODY,
+        "SCHAKEL_DATABASE_URL": f"sqlite:///{tmp_path / 'live.db'}",
+        "SCHAKEL_PARTICIPANTS": str(DEMO_PARTICIPANTS),
+        "SCHAKEL_TOPIC_PREFIX": "",
+        "COLUMNS": "250",
+    }
+
+
+def refused(args: list[str], env: dict[str, str]) -> str:
+    """The command's last output line, after checking it ended with status 2 on its own."""
+    result = CliRunner().invoke(app, args, env=env)
+    assert not (result.exception and not isinstance(result.exception, SystemExit)), repr(
+        result.exception
+    )
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    return " ".join(result.output.strip().splitlines()[-1].split())
+
+
+def write(path: Path, data: object) -> str:
+    path.write_bytes(orjson.dumps(data))
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("topic", "event", "message"),
+    [
+        (
+            "referral-created",
+            {"entry": [1, "x", {"resource": []}]},
+            "no ServiceRequest.identifier[0].value to use as key",
+        ),
+        (
+            "referral-created",
+            {"entry": [{"resource": {"resourceType": "ServiceRequest", "identifier": {}}}]},
+            "no ServiceRequest.identifier[0].value to use as key",
+        ),
+        (
+            "consent-granted",
+            {"resourceType": "Consent", "provision": [{"data": []}]},
+            "no referral reference, Consent.id or Consent.identifier[0].value to use as key",
+        ),
+        (
+            "feedback-returned",
+            ["not", "an", "object"],
+            "no referral_id to use as key",
+        ),
+    ],
+)
+def test_send_names_what_is_missing_in_an_event_of_the_wrong_shape(
+    topic: str, event: object, message: str, env: dict[str, str], tmp_path: Path
+) -> None:
+    line = refused(["send", topic, write(tmp_path / "event.json", event)], env)
+    assert line.endswith(message)
+
+
+def test_a_consent_is_keyed_as_the_hub_reads_it() -> None:
+    """The hub takes a Consent's id from `id`, else from its first identifier (CONTRACT §2:
+    a consent naming no referral is keyed by its Consent id)."""
+    by_identifier = {"resourceType": "Consent", "identifier": [{"value": "C-9"}]}
+    assert key_for(topics.CONSENT_GRANTED, by_identifier) == "C-9"
+    assert key_for(topics.CONSENT_WITHDRAWN, {**by_identifier, "id": "C-1"}) == "C-1"
+    naming = {"data": [{"reference": {"identifier": {"value": "VERW-1"}}}]}
+    assert key_for(topics.CONSENT_GRANTED, {**by_identifier, "provision": naming}) == "VERW-1"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("SCHAKEL_LOG_LEVEL", "bogus", "SCHAKEL_LOG_LEVEL: Value error, not a log level"),
+        ("SCHAKEL_INTAKE_MAX_RECORDS", "0", "SCHAKEL_INTAKE_MAX_RECORDS: Input should be greater"),
+        (
+            "SCHAKEL_CONSENT_MAX_RECORDS",
+            "x",
+            "SCHAKEL_CONSENT_MAX_RECORDS: Input should be a valid",
+        ),
+        ("SCHAKEL_TIMERS_INTERVAL_SECONDS", "abc", "SCHAKEL_TIMERS_INTERVAL_SECONDS: Input"),
+        ("SCHAKEL_TOPIC_PARTITIONS", "abc", "SCHAKEL_TOPIC_PARTITIONS: Input should be a valid"),
+    ],
+)
+@pytest.mark.parametrize("command", [["run"], ["demo"], ["init"]])
+def test_bad_settings_are_refused_before_anything_starts(
+    command: list[str], variable: str, value: str, message: str, env: dict[str, str]
+) -> None:
+    line = refused(command, {**env, variable: value})
+    assert line.startswith(f"invalid settings: {message}")
+    assert value not in line.removeprefix(f"invalid settings: {variable}")
+
+
+def test_a_log_level_in_lower_case_is_taken() -> None:
+    from services.settings import HubSettings
+
+    assert HubSettings(log_level=" debug ").log_level == "DEBUG"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--into", "nonsense"], "error: --into 'nonsense' is not a store URL"),
+        (["--into", "bogus://x"], "error: cannot open the store bogus://x: NoSuchModuleError"),
+        (
+            ["--into", "postgresql://someone:s3cret@127.0.0.1:1/nowhere"],
+            "error: cannot open the store postgresql://someone:***@127.0.0.1:1/nowhere",
+        ),
+        (["--topics", " , "], "error: --topics names no topic"),
+        (["--topics", "audit"], "error: cannot replay audit; choose from"),
+        (["--since", "yesterday"], "error: --since must be an RFC 3339 moment"),
+        ([], f"error: no Kafka broker answers at {NOBODY}"),
+    ],
+)
+def test_replay_refuses_what_it_cannot_use(
+    args: list[str], message: str, env: dict[str, str], tmp_path: Path
+) -> None:
+    into = ["--into", f"sqlite:///{tmp_path / 'rebuilt.db'}"]
+    line = refused(["replay", *into, *args], env)
+    assert line.startswith(message), line
+    assert "s3cret" not in line
+
+
+def test_replay_refuses_a_negative_offset(env: dict[str, str], tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["replay", "--into", f"sqlite:///{tmp_path / 'r.db'}", "--from-offset", "-5"], env=env
+    )
+    assert result.exit_code == 2
+    assert "Invalid value for '--from-offset'" in result.output
+
+
+@pytest.mark.parametrize(
+    ("out", "message"),
+    [
+        ("missing/report.html", "the folder {tmp}/missing does not exist"),
+        (".", "is a folder; name the report's file"),
+    ],
+)
+def test_subject_access_checks_its_file_before_the_request_is_recorded(
+    out: str, message: str, env: dict[str, str], tmp_path: Path
+) -> None:
+    line = refused(["audit", "subject-access", "999999990", "--out", str(tmp_path / out)], {**env})
+    assert line.endswith(message.format(tmp=tmp_path)), line
+    store = Store(env["SCHAKEL_DATABASE_URL"])
+    store.migrate()
+    assert verify_store(store).verdict.checked == 0  # no request recorded for no report
+    store.dispose()
+
+
+def test_dlq_list_finds_a_reason_beyond_the_newest_page(env: dict[str, str]) -> None:
+    """The reason is a header, not a column: the filter must read past the newest rows."""
+    store = Store(env["SCHAKEL_DATABASE_URL"])
+    store.migrate()
+    letters = [
+        dead_letter(
+            InboundRecord(topics.REFERRAL_CREATED, 0, offset, b"key-%d" % offset, b"x"),
+            InvalidBsnError("fails the 11-proef") if offset < 3 else InvalidJsonError("not JSON"),
+            topics.DEAD_LETTER,
+        )
+        for offset in range(1_200)
+    ]
+
+    def add(tx) -> None:  # type: ignore[no-untyped-def]
+        for letter in letters:
+            tx.add_outbox(letter)
+
+    store.run(add)
+    store.dispose()
+    result = CliRunner().invoke(app, ["dlq", "list", "--reason", "invalid-bsn"], env=env)
+    assert result.exit_code == 0, result.output
+    assert {f"key-{i}" for i in range(3)} <= set(result.output.split())
+    assert "key-3 " not in result.output and "invalid-json" not in result.output
+    result = CliRunner().invoke(app, ["dlq", "list", "--limit", "1000"], env=env)
+    assert result.exit_code == 0, result.output
+    assert result.output.count("invalid-json") == 1_000
+    result = CliRunner().invoke(app, ["dlq", "list", "--reason", "no-recipient"], env=env)
+    assert result.output.strip() == "no dead letters with reason no-recipient"
