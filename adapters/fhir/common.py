@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import calendar
 import re
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, time
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from schemas.errors import InvalidBsnError, InvalidReferralError, SchakelError
 from schemas.identifiers import BSN_SYSTEM, bsn_is_test_number, bsn_valid
 
 Json = dict[str, Any]
+
+AMSTERDAM = ZoneInfo("Europe/Amsterdam")
+"""Where a FHIR date without a time is a calendar day: Dutch GP systems mean local dates."""
 
 _REFERENCE_ID = re.compile(r"^[\x21-\x7e]{1,64}$")  # printable ASCII, no spaces: a Kafka key
 
@@ -41,7 +46,10 @@ def patient_bsn(resource: Json, where: str, *, allow_test_bsn: bool) -> str | No
 
 
 def parse_datetime(value: str | None) -> datetime | None:
-    """A FHIR dateTime/instant as an aware UTC datetime; partial dates become their start."""
+    """A FHIR dateTime/instant as an aware UTC datetime; partial dates become their start
+    at 00:00 UTC (which falls on the same calendar day in Europe/Amsterdam). A date that
+    bounds what may be disclosed is a local calendar day: use `local_period_start` and
+    `local_period_end` for those."""
     if not value:
         return None
     text = value.replace("Z", "+00:00")
@@ -55,6 +63,49 @@ def parse_datetime(value: str | None) -> datetime | None:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return parsed.astimezone(UTC)
+
+
+def _local_days(value: str) -> tuple[date, date] | None:
+    """First and last calendar day of a date-only or partial FHIR date (YYYY, YYYY-MM,
+    YYYY-MM-DD); None for a value with a time."""
+    if "T" in value:
+        return None
+    parts = value.split("-")
+    if len(parts) > 3 or not all(p.isascii() and p.isdigit() for p in parts):
+        raise ValueError("not a FHIR date")
+    year = int(parts[0])
+    if len(parts) == 1:
+        return date(year, 1, 1), date(year, 12, 31)
+    month = int(parts[1])
+    if len(parts) == 2:
+        return date(year, month, 1), date(year, month, calendar.monthrange(year, month)[1])
+    day = date(year, month, int(parts[2]))
+    return day, day
+
+
+def local_period_start(value: str | None) -> datetime | None:
+    """A Period.start that bounds consent or disclosure, as an aware UTC datetime. A date
+    without a time (or a partial date: YYYY-MM, YYYY) begins at 00:00 Europe/Amsterdam on
+    its first day; a dateTime with a time keeps its own offset."""
+    if not value:
+        return None
+    days = _local_days(value)
+    if days is None:
+        return parse_datetime(value)
+    return datetime.combine(days[0], time.min, AMSTERDAM).astimezone(UTC)
+
+
+def local_period_end(value: str | None) -> datetime | None:
+    """A Period.end that bounds consent or disclosure, as an aware UTC datetime. A date
+    without a time (or a partial date: YYYY-MM, YYYY) includes the whole of its last day in
+    Europe/Amsterdam (its last microsecond, 23:59:59.999999 local); a dateTime with a time
+    keeps its own offset."""
+    if not value:
+        return None
+    days = _local_days(value)
+    if days is None:
+        return parse_datetime(value)
+    return datetime.combine(days[1], time.max, AMSTERDAM).astimezone(UTC)
 
 
 def parse_full_date(value: str | None) -> date | None:

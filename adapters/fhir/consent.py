@@ -7,9 +7,14 @@ referral into a consent for all of them.
 
 from __future__ import annotations
 
-from datetime import timedelta
-
-from adapters.fhir.common import Json, check_id, parse_datetime, patient_bsn
+from adapters.fhir.common import (
+    Json,
+    check_id,
+    local_period_end,
+    local_period_start,
+    parse_datetime,
+    patient_bsn,
+)
 from adapters.fhir.validate import DEFAULT_MAX_BYTES, load_json, validate_resource
 from schemas.consent import (
     CONTACT_CLASSES,
@@ -36,21 +41,6 @@ def _has_code(concept: object, system: str, code: str) -> bool:
     return any(
         c.get("system") == system and c.get("code") == code for c in concept.get("coding") or ()
     )
-
-
-def _period_end(value: str | None):  # type: ignore[no-untyped-def]
-    """A date-only end includes that whole day."""
-    end = parse_datetime(value)
-    if end is not None and value is not None and "T" not in value:
-        parts = value.count("-")
-        if parts == 2:
-            end += timedelta(days=1)
-        elif parts == 1:
-            end = (end.replace(day=28) + timedelta(days=4)).replace(day=1)
-        else:
-            end = end.replace(year=end.year + 1)
-        end -= timedelta(microseconds=1)
-    return end
 
 
 def _recipients(provision: Json, consent: Json, participants: Participants) -> tuple[str, ...]:
@@ -134,7 +124,7 @@ def consent_from_fhir(
     """A validated Consent to a `Consent`; raises `SchakelError` subclasses only."""
     try:
         return _consent(resource, participants, expected_status, allow_test_bsn)
-    except (TypeError, AttributeError, ValueError, KeyError, IndexError) as exc:
+    except (TypeError, AttributeError, ValueError, KeyError, IndexError, OverflowError) as exc:
         raise InvalidConsentError(f"unreadable consent ({type(exc).__name__})") from None
 
 
@@ -209,8 +199,10 @@ def _consent(
         recipients=recipients,
         referrals=referrals,
         classes=DEFAULT_CLASSES if objection else _classes(provision),
-        period_start=parse_datetime(period.get("start")),
-        period_end=_period_end(period.get("end")),
+        # A date without a time is a Dutch calendar day (GP systems mean local dates): the
+        # period runs from 00:00 Europe/Amsterdam on its first day through its last.
+        period_start=local_period_start(period.get("start")),
+        period_end=local_period_end(period.get("end")),
         recorded_at=parse_datetime(resource.get("dateTime")),
     )
 

@@ -189,7 +189,7 @@ def referral_from_fhir(
     so anything the reader trips over is still a refusal with a reason."""
     try:
         return _referral(bundle, participants, allow_test_bsn=allow_test_bsn)
-    except (TypeError, AttributeError, ValueError, KeyError, IndexError) as exc:
+    except (TypeError, AttributeError, ValueError, KeyError, IndexError, OverflowError) as exc:
         raise InvalidReferralError(f"unreadable referral ({type(exc).__name__})") from None
 
 

@@ -117,7 +117,9 @@ def test_period_must_cover_the_moment(referral: Referral, participants: Particip
     ended = _consent(participants, period={"start": "2026-01-01", "end": "2026-11-30"})
     assert not covers(ended, referral, WELFARE, NOW)
     now = _consent(participants, period={"start": "2026-11-01", "end": "2026-12-01"})
-    assert covers(now, referral, WELFARE, NOW + timedelta(hours=11))
+    # "2026-12-01" is a Dutch calendar day: it ends at midnight in Amsterdam (23:00 UTC)
+    assert covers(now, referral, WELFARE, NOW + timedelta(hours=10))
+    assert not covers(now, referral, WELFARE, NOW + timedelta(hours=11))
     assert covers(_consent(participants), referral, WELFARE, NOW)
 
 

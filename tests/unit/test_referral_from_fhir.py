@@ -153,6 +153,12 @@ def _unknown_practice(b: Bundle) -> None:
         (_unknown_practice, "unknown-participant", "not a known participant"),
         (_no_reason, "invalid-referral", "one-line reason"),
         (_set("Patient", "birthDate", "14-03-1948"), "invalid-fhir", "birthDate"),
+        # valid FHIR, but before the year 1 in UTC: Python's datetime overflows
+        (
+            _set("ServiceRequest", "authoredOn", "0001-01-01T00:00:00+14:00"),
+            "invalid-referral",
+            "unreadable referral (OverflowError)",
+        ),
     ],
 )
 def test_each_bad_input_class_has_its_reason(
