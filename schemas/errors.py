@@ -61,6 +61,13 @@ class NotAuthorisedError(SchakelError):
     reason = "not-authorised"
 
 
+class ReferralConflictError(SchakelError):
+    """A referral id the hub already holds, sent again for another patient, by another
+    practice or under another identifier system: never a re-send of the same referral."""
+
+    reason = "referral-conflict"
+
+
 class InvalidFeedbackError(SchakelError):
     reason = "invalid-feedback"
 

@@ -101,10 +101,18 @@ def _disclosure_message(hub: Hub, tx: Tx, output: Output, traceparent: str) -> O
     first = isinstance(event, ReferralReleased) and event.first_of_registration
     at = event.released_at if isinstance(event, ReferralReleased) else event.updated_at
     if isinstance(event, ReferralReleased):
-        ce_id = release_id(event.referral_id, event.recipient_id)
+        ce_id = release_id(event.referral_id, event.recipient_id)  # once: never after a revoke
     else:
+        # A release can be updated to the same content more than once (a wider consent
+        # granted, withdrawn, granted again): each update is a message of its own. The
+        # counter is part of this transaction, so a re-read of the same input, after a
+        # rollback, yields the same id again.
         ce_id = message_id(
-            "updated", event.referral_id, event.recipient_id, output.disclosure.fingerprint()
+            "updated",
+            event.referral_id,
+            event.recipient_id,
+            output.disclosure.fingerprint(),
+            str(tx.next_number("referral-updated")),
         )
     # Not the first referral of this registration to reach the organisation: an update of
     # the registration it has, never a second intake.

@@ -21,6 +21,7 @@ from typing import Literal
 
 from schemas.consent import Consent
 from schemas.disclosure import Disclosure, RecipientKind
+from schemas.errors import ReferralConflictError
 from schemas.feedback import WelfareFeedback
 from schemas.ids import message_id, registration_id_for
 from schemas.referral import Referral
@@ -259,6 +260,18 @@ def on_referral(
     result = GateResult()
     existing = store.referral(referral.referral_id)
     if existing is not None:
+        before = existing.referral
+        if (
+            before.client.bsn != referral.client.bsn
+            or before.referrer.practice_id != referral.referrer.practice_id
+            or before.identifier_system != referral.identifier_system
+        ):
+            # Not a re-send of the same referral: taking it as one would hand the
+            # releases, consents and feedback of one patient's referral to another's.
+            raise ReferralConflictError(
+                "this referral id is already held for another patient, practice or "
+                "identifier system; a new referral needs an id of its own"
+            )
         registration = store.registration(existing.registration_id)
         if existing.referral == referral or (registration is not None and registration.closed):
             # A duplicate, or a late re-send for a closed trajectory: never reopened.

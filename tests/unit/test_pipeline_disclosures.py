@@ -1,0 +1,158 @@
+"""What a recipient is sent, through the hub's own pipelines on a real (SQLite) store: every
+change of what a consent covers reaches it, in order, even when the content repeats an
+earlier message; and a referral id cannot be taken over by another patient or practice."""
+
+from __future__ import annotations
+
+from itertools import count
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from adapters.participants import load_participants
+from adapters.storage.store import Store
+from schemas.messages import InboundRecord
+from schemas.registration import MessageDeadLettered, ReferralRevoked
+from schemas.topics import Topics
+from services.consent.handlers import consent_pipeline
+from services.demo.samples import consent_resource, fictional_bsn, referral_bundle, to_bytes
+from services.intake.handlers import intake_pipeline
+from services.runtime import Hub
+from services.settings import DEMO_PARTICIPANTS, HubSettings
+
+REFERRAL = "VERW-D-1"
+WELFARE_TOPIC = "welfare.welzijn-hoogeveen.referrals"
+
+
+class Pipelines:
+    """The hub's pipelines over one store, fed one record at a time."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        store = Store(f"sqlite:///{tmp_path / 'hub.db'}")
+        store.migrate()
+        self.hub = Hub(
+            settings=HubSettings(),
+            participants=load_participants(DEMO_PARTICIPANTS),
+            store=store,
+            topics=Topics(""),
+        )
+        self.intake = intake_pipeline(self.hub)
+        self.grant = consent_pipeline(self.hub)
+        self.withdraw = consent_pipeline(self.hub, withdrawn=True)
+        self.offsets = count()
+
+    def send(self, topic: str, resource: dict[str, Any], key: str = REFERRAL) -> list[Any]:
+        pipeline = {
+            "referral-created": self.intake,
+            "consent-granted": self.grant,
+            "consent-withdrawn": self.withdraw,
+        }[topic]
+        record = InboundRecord(
+            topic=topic,
+            partition=0,
+            offset=next(self.offsets),
+            key=key.encode(),
+            value=to_bytes(resource),
+            timestamp_ms=1_700_000_000_000,
+        )
+        return pipeline.process([record])
+
+    def consent(self, consent_id: str, *classes: str, withdrawn: bool = False) -> list[Any]:
+        resource = consent_resource(
+            consent_id,
+            referral_id=REFERRAL,
+            classes=("referral", *classes),
+            status="inactive" if withdrawn else "active",
+        )
+        return self.send("consent-withdrawn" if withdrawn else "consent-granted", resource)
+
+    def stored(self) -> Any:
+        return self.hub.store.run(lambda tx: tx.referral(REFERRAL))
+
+    def sent_to_welfare(self) -> list[dict[str, Any]]:
+        rows = self.hub.store.outbox_rows(topic=WELFARE_TOPIC)
+        return [orjson.loads(row.message.value or b"{}") for row in rows]
+
+
+@pytest.fixture
+def pipelines(tmp_path: Path) -> Pipelines:
+    return Pipelines(tmp_path)
+
+
+def _contact(message: dict[str, Any]) -> set[str]:
+    client = message.get("client") or {}
+    return {field for field in ("phone", "email") if client.get(field)}
+
+
+def test_an_update_that_repeats_earlier_content_is_sent_again(pipelines: Pipelines) -> None:
+    """The organisation's last message must say what the consents in force allow now."""
+    pipelines.send("referral-created", referral_bundle(REFERRAL))
+    pipelines.consent("c-1")  # the referral only: released without contact details
+    pipelines.consent("c-2", "contact-phone")
+    pipelines.consent("c-2", "contact-phone", withdrawn=True)
+    pipelines.consent("c-3", "contact-phone", "contact-email")
+    pipelines.consent("c-3", "contact-phone", "contact-email", withdrawn=True)
+
+    sent = pipelines.sent_to_welfare()
+    assert [_contact(m) for m in sent] == [
+        set(),
+        {"phone"},
+        set(),
+        {"phone", "email"},
+        set(),  # the same content as the third: sent all the same
+    ]
+    ids = [row.message.message_id for row in pipelines.hub.store.outbox_rows(topic=WELFARE_TOPIC)]
+    assert len(set(ids)) == len(ids)
+
+
+OTHER_PRACTICE_AGB = "01054321"  # praktijk-het-anker in the demo participants
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"bsn": fictional_bsn(7), "given": "Bert", "family": "Bos"},
+        {"practice_agb": OTHER_PRACTICE_AGB},
+        {"identifier_system": "urn:oid:2.16.528.1.9999.1"},
+    ],
+    ids=["another patient", "another practice", "another identifier system"],
+)
+def test_a_referral_id_is_not_taken_over_by_another_referral(
+    pipelines: Pipelines, change: dict[str, str]
+) -> None:
+    """The same id sent for another patient, by another practice or under another system is
+    refused (a dead letter), and the first patient's withdrawal still revokes the release."""
+    pipelines.send("referral-created", referral_bundle(REFERRAL))
+    pipelines.consent("c-1")
+    before = pipelines.stored()
+    system = change.pop("identifier_system", None)
+    other = referral_bundle(REFERRAL, **change)
+    if system:
+        request = next(
+            e["resource"]
+            for e in other["entry"]
+            if e["resource"]["resourceType"] == "ServiceRequest"
+        )
+        request["identifier"][0]["system"] = system
+
+    events = pipelines.send("referral-created", other)
+
+    (dead,) = [e for e in events if isinstance(e, MessageDeadLettered)]
+    assert dead.reason == "referral-conflict"
+    assert pipelines.stored() == before
+    revoked = pipelines.consent("c-1", withdrawn=True)
+    assert [e.recipient_id for e in revoked if isinstance(e, ReferralRevoked)] == [
+        "welzijn-hoogeveen"
+    ]
+
+
+def test_a_re_sent_referral_with_a_changed_reason_is_still_an_update(pipelines: Pipelines) -> None:
+    pipelines.send("referral-created", referral_bundle(REFERRAL))
+    pipelines.consent("c-1", "contact-phone")
+    events = pipelines.send(
+        "referral-created", referral_bundle(REFERRAL, reason="Mantelzorger, overbelast")
+    )
+    assert not [e for e in events if isinstance(e, MessageDeadLettered)]
+    assert [m["reason"] for m in pipelines.sent_to_welfare()][-1] == ("Mantelzorger, overbelast")
