@@ -193,6 +193,23 @@ class Views:
                 before = rows[-1].id
         return out
 
+    def referring_practices(self, referral_ids: list[str], bsn: str | None) -> set[str]:
+        """The practices that sent the named referrals the hub holds; with none named,
+        those that sent the patient's (by BSN)."""
+        query = select(t.referrals.c.body)
+        if referral_ids:
+            query = query.where(t.referrals.c.referral_id.in_(referral_ids))
+        elif bsn:
+            query = query.where(t.referrals.c.patient_bsn == bsn)
+        else:
+            return set()
+        with self.store.engine.connect() as conn:
+            bodies = conn.execute(query).scalars().all()
+        return {
+            StoredReferral.model_validate_json(body).referral.referrer.practice_id
+            for body in bodies
+        }
+
     def tasks_of_practice(self, practice_id: str, referral_id: str) -> list[dict[str, Any]]:
         """The registrations of one of the practice's referrals with their latest feedback."""
         with self.store.engine.connect() as conn:

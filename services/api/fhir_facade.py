@@ -182,10 +182,35 @@ async def post_consent(request: Request) -> Any:
     if isinstance(checked, JSONResponse):
         return checked
     ctx, caller, raw, consent = checked
+    named = consent.referrals[0].value if consent.referrals else None
+    # A practice records consent for its own patients' referrals: one naming a referral
+    # the hub holds from another practice, or (naming none) a patient whose referrals the
+    # hub holds only from other practices, is refused. A consent sent before its referral
+    # is taken, as on Kafka.
+    practices = ctx.views.referring_practices(
+        [r.value for r in consent.referrals], consent.patient_bsn
+    )
+    if consent.referrals:
+        refused = bool(practices - {caller.participant_id})
+    else:
+        refused = bool(practices) and caller.participant_id not in practices
+    if refused:
+        await ctx.record(
+            caller,
+            "submit",
+            what="consent for another practice's referral",
+            referral_id=named,
+            outcome="refused",
+        )
+        return _outcome(
+            403,
+            "forbidden",
+            "this consent concerns a referral or patient of another practice",
+            code="forbidden",
+        )
     trace = continue_trace(request.headers.get("traceparent"))
     headers = inbound_headers(names.CONSENT_GRANTED, traceparent=trace)
     await ctx.publish(ctx.hub.topics.consent_granted, raw, consent.key.encode(), headers)
-    named = consent.referrals[0].value if consent.referrals else None
     await ctx.record(caller, "submit", what="consent", referral_id=named, traceparent=trace)
     referral_id = named if len(consent.referrals) == 1 else None
     return JSONResponse(

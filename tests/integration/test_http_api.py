@@ -166,6 +166,34 @@ async def test_a_referral_posted_as_fhir_is_released_like_one_on_kafka(hub: Runn
         assert (await other.get("/fhir/Task", params={"based-on": "VERW-H"})).json()["total"] == 0
 
 
+async def test_a_practice_may_not_consent_for_another_practices_patient(hub: RunningHub) -> None:
+    """VERW-C is praktijk-de-linde's referral (patient 999900043), waiting for consent."""
+    async with _client(hub, "praktijk-het-anker") as other:
+        for resource in (
+            consent_resource("c-K1", referral_id="VERW-C", bsn="999900043"),
+            consent_resource("c-K2", referral_id=None, bsn="999900043"),
+        ):
+            refused = await other.post(
+                "/fhir/Consent",
+                content=to_bytes(resource),
+                headers={"Content-Type": "application/fhir+json"},
+            )
+            assert refused.status_code == 403, resource["id"]
+            assert refused.json()["resourceType"] == "OperationOutcome"
+        # a patient the hub holds no referral of yet: a consent may come first
+        first = await other.post(
+            "/fhir/Consent",
+            content=to_bytes(consent_resource("c-K3", referral_id=None, bsn="999900055")),
+            headers={"Content-Type": "application/fhir+json"},
+        )
+        assert first.status_code == 202
+    async with _client(hub, "operator") as operator:
+        waiting = (
+            await operator.get("/api/v1/registrations", params={"status": "waiting-for-consent"})
+        ).json()
+    assert "VERW-C" in {r["referral_id"] for r in waiting}
+
+
 async def test_the_facade_refuses_with_an_operation_outcome(hub: RunningHub) -> None:
     async with _client(hub, "praktijk-het-anker") as other_practice:
         foreign = await other_practice.post(
