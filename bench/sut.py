@@ -286,8 +286,10 @@ async def replay(state: State, cmd: Command) -> Reply:
 async def audit_verify(state: State, cmd: Command) -> Reply:
     """`schakel audit verify` over a store: the hub's own chain, or (with `fill`) one filled
     with that many entries by bench/audit_verify.py."""
+    from adapters.participants import load_participants
     from bench.audit_verify import fill
     from services.audit_reports import verify_store
+    from services.settings import DEMO_PARTICIPANTS
 
     with tempfile.TemporaryDirectory() as tmp:
         url = cmd.get("database_url") or f"sqlite:///{Path(tmp) / 'audit.db'}"
@@ -296,7 +298,8 @@ async def audit_verify(state: State, cmd: Command) -> Reply:
         if cmd.get("fill"):
             store.migrate()
             filled = await asyncio.to_thread(fill, store, cmd["fill"])
-        report = await asyncio.to_thread(verify_store, store)
+        participants = load_participants(DEMO_PARTICIPANTS)  # as `schakel audit verify`
+        report = await asyncio.to_thread(verify_store, store, participants=participants)
         store.dispose()
     if not report.verdict.ok:
         raise RuntimeError(f"the audit chain does not verify: {report.verdict}")

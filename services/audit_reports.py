@@ -7,12 +7,12 @@ import html
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
 
-from adapters.fhir.audit_event import chain_fields
+from adapters.fhir.audit_event import HUB_SYSTEM, PREV_URL, SEQ_URL
 from adapters.storage.store import Store, Tx
 from schemas.audit import AuditEntry, AuditRecord
 from schemas.participants import Participants
@@ -40,19 +40,154 @@ class VerifyReport:
         return self.verdict.checked / self.seconds if self.seconds > 0 else 0.0
 
 
+_moment = datetime.fromisoformat
+_NO_TIME = timedelta(0)
+_MILLISECOND = timedelta(milliseconds=1)
+
+
+class _Columns:
+    """Does an entry's row say what its canonical form says? The canonical form is the one
+    `adapters.fhir.audit_event.audit_event` builds from the same AuditRecord as the row:
+
+    | column | in the canonical form |
+    |---|---|
+    | recorded_at | `recorded` (RFC 3339, milliseconds) |
+    | action | `subtype[0].code` |
+    | actor | `agent[requestor=true].who.identifier` |
+    | recipient | `agent[requestor=false].who.identifier` (none without a recipient) |
+    | consent_id | `agent[requestor=true].policy` = `["Consent/<id>"]` |
+    | patient | `entity[type 1].what.identifier.value`: the same keyed pseudonym of the BSN |
+    | registration_id | `entity[type 2].detail[type registration].valueString` |
+    | referral_id | `entity[type 2].what.identifier.value` (the registration id without one) |
+
+    A participant is named in the canonical form by its first identifier in the participants
+    file of the day (AGB, URA, CBS code), anyone else (the hub, an operator) by its own id
+    with system `urn:schakel:participant`. The latter is checked always; the former with the
+    participants file, if given: the identifier must be one of that participant's, or, for
+    an id the file does not know (any more), an identifier that no participant has.
+    """
+
+    def __init__(self, participants: Participants | None) -> None:
+        self._participants = participants
+        self._named: dict[tuple[str | None, Any, Any], bool] = {}
+
+    def _names(self, column: str | None, agent: dict[str, Any]) -> bool:
+        ident = agent["who"]["identifier"]
+        key = (column, ident["system"], ident["value"])
+        named = self._named.get(key)
+        if named is None:
+            named = self._named[key] = self._decide(*key)
+        return named
+
+    def _decide(self, column: str | None, system: Any, value: Any) -> bool:
+        if system == HUB_SYSTEM:
+            return value == column
+        if self._participants is None:
+            return column is not None  # which id an AGB/URA/CBS code stands for: the file knows
+        known = self._participants.get(column) if column is not None else None
+        if known is not None:
+            return any(i.system == system and i.value == value for i in known.identifiers)
+        return column is not None and self._participants.by_identifier(system, value) is None
+
+    def mismatch(self, row: tuple[Any, ...], event: Any) -> str | None:
+        """The first column that does not match the canonical form, or None. Never a value."""
+        try:
+            return self._mismatch(row, event)
+        except (AttributeError, KeyError, IndexError, TypeError, ValueError):
+            return "canonical"  # not an AuditEvent the columns can be read from
+
+    def _mismatch(self, row: tuple[Any, ...], event: dict[str, Any]) -> str | None:
+        # the row's columns in the order of adapters.storage.store.AUDIT_ROW
+        _, _, _, _, recorded, action, actor, recipient, referral, registration, patient, consent = (
+            row
+        )
+        # The canonical form has milliseconds, the column microseconds.
+        if not _NO_TIME <= recorded - _moment(event["recorded"]) < _MILLISECOND:
+            return "recorded_at"
+        if event["subtype"][0]["code"] != action:
+            return "action"
+        agents = event["agent"]  # the requestor, then the destination if there is one
+        requestor = agents[0]
+        if not requestor["requestor"] or not self._names(actor, requestor):
+            return "actor"
+        if len(agents) > 1:
+            if agents[1]["requestor"] or len(agents) > 2 or not self._names(recipient, agents[1]):
+                return "recipient"
+        elif recipient is not None:
+            return "recipient"
+        if requestor.get("policy") != ([f"Consent/{consent}"] if consent else None):
+            return "consent_id"
+        pseudonym = named = claimed_registration = None
+        for entity in event.get("entity", ()):
+            code = entity["type"]["code"]
+            if code == "1":
+                pseudonym = entity["what"]["identifier"]["value"]
+            elif code == "2":
+                named = entity["what"]["identifier"]["value"]
+                for detail in entity.get("detail", ()):
+                    if detail["type"] == "registration":
+                        claimed_registration = detail["valueString"]
+        if pseudonym != (patient or None):
+            return "patient"
+        if claimed_registration != (registration or None):
+            return "registration_id"
+        if named != (referral or registration or None):
+            return "referral_id"
+        return None
+
+
+def _chain_claims(event: Any) -> tuple[int | None, str | None]:
+    """The sequence number and previous hash written inside a canonical form (as
+    `adapters.fhir.audit_event.chain_fields`, from the form already parsed)."""
+    try:
+        extensions = {e["url"]: e.get("valueString") for e in event.get("extension", ())}
+        seq = extensions.get(SEQ_URL)
+        return (int(seq) if seq is not None else None), extensions.get(PREV_URL)
+    except (AttributeError, ValueError, TypeError, KeyError):
+        return None, None
+
+
 def verify_store(
-    store: Store, progress: Callable[[int], None] | None = None, every: int = 50_000
+    store: Store,
+    progress: Callable[[int], None] | None = None,
+    every: int = 50_000,
+    participants: Participants | None = None,
 ) -> VerifyReport:
+    """Walk the chain (services.domain.audit_chain) and check, for every entry, that the
+    columns the reports select by and show say what its hashed canonical form says. A
+    column that does not is reported as the entry's break, after the chain's own checks of
+    that entry. Pass the participants file to check actor and recipient columns that the
+    canonical form names by an organisation identifier (see _Columns)."""
     started = time.perf_counter()
+    columns = _Columns(participants)
+    unmatched: list[tuple[int, str]] = []
 
     def links() -> Iterator[Link]:
-        for count, (seq, prev, digest, form) in enumerate(store.audit_links(), 1):
-            claimed_seq, claimed_prev = chain_fields(form)
+        for count, row in enumerate(store.audit_rows(), 1):
+            seq, prev, digest, form = row[0], row[1], row[2], row[3]
+            try:
+                event = orjson.loads(form)
+            except (orjson.JSONDecodeError, TypeError):
+                event = None
+            claimed_seq, claimed_prev = _chain_claims(event)
             if progress is not None and count % every == 0:
                 progress(count)
             yield Link(seq, prev, digest, form, claimed_seq, claimed_prev)
+            # Back here only once the chain's checks passed this entry.
+            column = columns.mismatch(row, event)
+            if column is not None:
+                unmatched.append((seq, column))
+                return
 
     verdict = verify(links())
+    if verdict.ok and unmatched:
+        seq, column = unmatched[0]
+        problem = (
+            "its content cannot be read as an AuditEvent"
+            if column == "canonical"
+            else f"its {column} column does not match its hashed content (changed)"
+        )
+        verdict = Verdict(False, verdict.checked - 1, seq, problem)
     return VerifyReport(verdict, time.perf_counter() - started)
 
 
@@ -88,9 +223,10 @@ def _line(entry: AuditEntry) -> TrailLine:
             if detail.get("type") == "data":
                 data = detail.get("valueString", "")
     outcome = {"0": "success"}.get(event.get("outcome", ""), "refused")
+    recorded = event.get("recorded")  # the column has microseconds the hash does not cover
     return TrailLine(
         entry.seq,
-        entry.recorded,
+        datetime.fromisoformat(recorded) if isinstance(recorded, str) else entry.recorded,
         entry.action,
         entry.actor,
         entry.recipient,

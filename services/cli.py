@@ -297,7 +297,11 @@ def audit_verify() -> None:
     hub = _offline_hub(settings)
     with Progress(transient=True, console=err) as progress:
         task = progress.add_task("verifying", total=None)
-        report = verify_store(hub.store, progress=lambda n: progress.update(task, completed=n))
+        report = verify_store(
+            hub.store,
+            progress=lambda n: progress.update(task, completed=n),
+            participants=hub.participants,
+        )
     verdict = report.verdict
     if verdict.ok:
         console.print(

@@ -55,6 +55,23 @@ SQLITE_LOCK_WAIT_MS = 30_000
 QUICK_LOCK_WAIT_MS = 200
 
 
+AUDIT_ROW = (
+    "seq",
+    "prev_hash",
+    "hash",
+    "canonical",
+    "recorded_at",
+    "action",
+    "actor",
+    "recipient",
+    "referral_id",
+    "registration_id",
+    "patient",
+    "consent_id",
+)
+"""The columns of `Store.audit_rows`, in order."""
+
+
 def normalise_url(url: str) -> str:
     """`postgresql://` uses psycopg 3 (the driver we ship); everything else as given."""
     parsed = make_url(url)
@@ -1255,19 +1272,13 @@ class Store:
             for r in result:
                 yield r.seq, r.topic, r.partition, r.offset, r.timestamp_ms
 
-    def audit_links(self, batch: int = 20_000) -> Iterator[tuple[int, str, str, str]]:
-        """(seq, prev_hash, hash, canonical) in stored order, streamed."""
+    def audit_rows(self, batch: int = 20_000) -> Iterator[tuple[Any, ...]]:
+        """Every audit row in stored order, streamed: the chain's columns (seq, prev_hash,
+        hash, canonical), then those the reports select by and show (AUDIT_ROW)."""
+        columns = t.audit_log.c
+        query = select(*(columns[name] for name in AUDIT_ROW)).order_by(columns.seq)
         with self.engine.connect() as conn:
-            result = conn.execution_options(stream_results=True, yield_per=batch).execute(
-                select(
-                    t.audit_log.c.seq,
-                    t.audit_log.c.prev_hash,
-                    t.audit_log.c.hash,
-                    t.audit_log.c.canonical,
-                ).order_by(t.audit_log.c.seq)
-            )
-            for row in result:
-                yield row.seq, row.prev_hash, row.hash, row.canonical
+            yield from conn.execution_options(stream_results=True, yield_per=batch).execute(query)
 
     def audit_entries(
         self, *, referral_id: str | None = None, patient: str | None = None

@@ -96,7 +96,7 @@ def check_audit(hub: RunningHub) -> None:
     entries = hub.hub.store.audit_entries()
     for entry in entries:
         AuditEvent.model_validate(orjson.loads(entry.canonical))
-    verdict = verify_store(hub.hub.store).verdict
+    verdict = verify_store(hub.hub.store, participants=hub.hub.participants).verdict
     assert verdict.ok, verdict
     audited = {(e.action, e.referral_id, e.recipient) for e in entries}
     recipient_of = {}
