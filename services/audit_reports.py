@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from adapters.fhir.audit_event import HUB_SYSTEM, PREV_URL, SEQ_URL
+from adapters.fhir.audit_event import HUB_SYSTEM, chain_fields
 from adapters.storage.store import Store, Tx
 from schemas.audit import AuditEntry, AuditRecord
 from schemas.participants import Participants
@@ -136,17 +136,6 @@ class _Columns:
         return None
 
 
-def _chain_claims(event: Any) -> tuple[int | None, str | None]:
-    """The sequence number and previous hash written inside a canonical form (as
-    `adapters.fhir.audit_event.chain_fields`, from the form already parsed)."""
-    try:
-        extensions = {e["url"]: e.get("valueString") for e in event.get("extension", ())}
-        seq = extensions.get(SEQ_URL)
-        return (int(seq) if seq is not None else None), extensions.get(PREV_URL)
-    except (AttributeError, ValueError, TypeError, KeyError):
-        return None, None
-
-
 def verify_store(
     store: Store,
     progress: Callable[[int], None] | None = None,
@@ -169,7 +158,7 @@ def verify_store(
                 event = orjson.loads(form)
             except (orjson.JSONDecodeError, TypeError):
                 event = None
-            claimed_seq, claimed_prev = _chain_claims(event)
+            claimed_seq, claimed_prev = chain_fields(event)
             if progress is not None and count % every == 0:
                 progress(count)
             yield Link(seq, prev, digest, form, claimed_seq, claimed_prev)
@@ -213,6 +202,30 @@ class TrailLine:
             "consent_id": self.consent_id,
             "outcome": self.outcome,
         }
+
+
+async def published_check(store: Store, head: int, bootstrap: str, topic: str) -> tuple[int, str]:
+    """The chain's anchor outside the store: every entry is published on the `audit` topic
+    with its hash. The newest copy there (by sequence number, of each partition's last
+    record) must be in the store, `head` entries long, with the same hash; removing the
+    newest entries from the store leaves the chain itself intact, not this. Returns (the
+    newest published entry, 0 when none; the problem, "" when none)."""
+    from adapters.broker.reading import last_records
+    from adapters.fhir.audit_event import published_link
+
+    links = [published_link(record.value) for record in await last_records(bootstrap, topic)]
+    found = [link for link in links if link is not None]
+    if not found:
+        return 0, ""
+    seq, digest = max(found)
+    if seq > head:
+        return seq, (
+            f"the audit topic holds entry {seq}, but the store's chain ends at entry {head}: "
+            "entries were removed from the store"
+        )
+    if store.audit_hash(seq) != digest:
+        return seq, f"entry {seq} differs from its copy on the audit topic"
+    return seq, ""
 
 
 def _line(entry: AuditEntry) -> TrailLine:

@@ -287,12 +287,14 @@ def _offline_hub(settings: HubSettings):  # type: ignore[no-untyped-def]
 
 @audit_app.command("verify")
 def audit_verify() -> None:
-    """Check the whole hash chain; report the first broken entry. Exit 1 when broken."""
+    """Check the whole hash chain; report the first broken entry. With KAFKA_BOOTSTRAP_SERVERS
+    set, also check the store's newest entries against their copies on the audit topic.
+    Exit 1 when broken."""
     settings = _settings()
     configure_logging("WARNING", settings.log_format)
     from rich.progress import Progress
 
-    from services.audit_reports import verify_store
+    from services.audit_reports import published_check, verify_store
 
     hub = _offline_hub(settings)
     with Progress(transient=True, console=err) as progress:
@@ -303,17 +305,36 @@ def audit_verify() -> None:
             participants=hub.participants,
         )
     verdict = report.verdict
-    if verdict.ok:
+    if not verdict.ok:
         console.print(
-            f"[green]audit chain intact[/]: {verdict.checked} entries in {report.seconds:.2f} s "
-            f"({report.rate:,.0f} entries/s)"
+            f"[red]audit chain broken at entry {verdict.first_broken}[/]: {verdict.problem} "
+            f"({verdict.checked} entries before it are intact)"
         )
-        return
+        raise typer.Exit(1)
+    anchor = "not compared with the audit topic: KAFKA_BOOTSTRAP_SERVERS is not set"
+    if settings.kafka_bootstrap_servers:
+        bootstrap = settings.kafka_bootstrap_servers
+        try:
+            newest, problem = asyncio.run(
+                published_check(hub.store, verdict.checked, bootstrap, hub.topics.audit)
+            )
+        except KafkaError:
+            raise _fail(
+                f"no Kafka broker answers at {bootstrap} (unset KAFKA_BOOTSTRAP_SERVERS to "
+                "check the store alone)"
+            ) from None
+        if problem:
+            console.print(f"[red]audit chain broken[/]: {problem}")
+            raise typer.Exit(1)
+        anchor = (
+            f"its entry {newest} matches its copy on the audit topic"
+            if newest
+            else "nothing on the audit topic yet to compare with"
+        )
     console.print(
-        f"[red]audit chain broken at entry {verdict.first_broken}[/]: {verdict.problem} "
-        f"({verdict.checked} entries before it are intact)"
+        f"[green]audit chain intact[/]: {verdict.checked} entries in {report.seconds:.2f} s "
+        f"({report.rate:,.0f} entries/s); {anchor}"
     )
-    raise typer.Exit(1)
 
 
 @audit_app.command("trail")

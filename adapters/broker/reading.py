@@ -15,6 +15,7 @@ reading favours a few partitions.
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from collections.abc import Iterable
 from datetime import datetime
@@ -24,7 +25,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 READ_AHEAD = 5_000
 """Records buffered per partition before it is paused (unless it is the one wanted)."""
-__all__ = ["PartitionReader", "TopicPartition"]
+__all__ = ["PartitionReader", "TopicPartition", "last_records"]
 
 
 class PartitionReader:
@@ -50,6 +51,9 @@ class PartitionReader:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        # One turn of the loop first: a consumer stopped before its no-group coordinator's
+        # task ever ran raises that task's CancelledError from `stop` (aiokafka 0.12).
+        await asyncio.sleep(0)
         await self.consumer.stop()
 
     def partitions(self, topics: Iterable[str]) -> list[TopicPartition]:
@@ -123,3 +127,21 @@ class PartitionReader:
         records = list(self.buffers[tp])
         self.buffers[tp].clear()
         return records
+
+
+async def last_records(bootstrap: str, topic: str) -> list[ConsumerRecord[Any, Any]]:
+    """The last record of each of the topic's partitions (none for an empty one)."""
+    async with PartitionReader(bootstrap, "schakel-last-records") as reader:
+        partitions = reader.partitions([topic])
+        if not partitions:
+            return []
+        await reader.assign(partitions)
+        beginnings = await reader.beginnings()
+        # From the end offset less one (the embedded broker's can be short: `rest` reads on)
+        reader.seek({tp: max(beginnings[tp], end - 1) for tp, end in reader.ends.items()})
+        last = []
+        for tp in partitions:
+            records = await reader.rest(tp)
+            if records:
+                last.append(records[-1])
+        return last

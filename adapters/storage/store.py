@@ -1272,6 +1272,12 @@ class Store:
             for r in result:
                 yield r.seq, r.topic, r.partition, r.offset, r.timestamp_ms
 
+    def audit_hash(self, seq: int) -> str | None:
+        """The stored hash of entry `seq`, or None when there is none."""
+        with self.engine.connect() as conn:
+            found = conn.execute(select(t.audit_log.c.hash).where(t.audit_log.c.seq == seq))
+            return found.scalar_one_or_none()
+
     def audit_rows(self, batch: int = 20_000) -> Iterator[tuple[Any, ...]]:
         """Every audit row in stored order, streamed: the chain's columns (seq, prev_hash,
         hash, canonical), then those the reports select by and show (AUDIT_ROW)."""

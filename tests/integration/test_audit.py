@@ -34,8 +34,12 @@ from tests.integration.helpers import (
 ROOT = Path(__file__).resolve().parents[2]
 
 
-async def _history(kafka_bootstrap: str, store_url: str) -> None:
-    async with running(settings_for(kafka_bootstrap, store_url, unique_prefix())) as hub:
+async def _history(kafka_bootstrap: str, store_url: str, *, keep_topics: bool = False) -> str:
+    """A referral's journey through a real hub; its topic prefix (with `keep_topics`, its
+    audit entries are on the audit topic when this returns)."""
+    prefix = unique_prefix()
+    settings = settings_for(kafka_bootstrap, store_url, prefix)
+    async with running(settings, keep_topics=keep_topics) as hub:
         events = hub.hub.observers.subscribe()
         await send_consent(hub, "c-AU-1", "VERW-AU-1", municipality_cbs=("0118",))
         await send_referral(hub, "VERW-AU-1")
@@ -50,11 +54,15 @@ async def _history(kafka_bootstrap: str, store_url: str) -> None:
                 headers={"Authorization": f"Bearer {token('welzijn-hoogeveen')}"},
             )
             assert listed.status_code == 200
+    return prefix  # `running` publishes what is pending before it stops the hub
 
 
-def _cli(store_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+def _cli(
+    store_url: str, *args: str, broker: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"},
+        **(broker or {}),
         "SCHAKEL_DATABASE_URL": store_url,
         "SCHAKEL_PARTICIPANTS": str(DEMO_PARTICIPANTS),
         "SCHAKEL_LOG_FORMAT": "json",
@@ -124,6 +132,33 @@ async def test_tampering_is_detected_and_reported(kafka_bootstrap: str, store_ur
         assert f"broken at entry {verdict.first_broken}" in broken.stdout, name
         restore()
         assert verify_store(store).verdict.ok, f"restored after {name}"
+    store.dispose()
+
+
+async def test_entries_removed_from_the_end_are_found_on_the_audit_topic(
+    kafka_bootstrap: str, store_url: str
+) -> None:
+    """The newest entries gone leave the chain itself intact: their copies on the audit
+    topic tell."""
+    prefix = await _history(kafka_bootstrap, store_url, keep_topics=True)
+    broker = {"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "SCHAKEL_TOPIC_PREFIX": prefix}
+    store = Store(store_url)
+    entries = verify_store(store).verdict.checked
+    intact = _cli(store_url, "verify", broker=broker)
+    assert intact.returncode == 0, intact.stdout + intact.stderr
+    assert f"its entry {entries} matches its copy on the audit topic" in intact.stdout
+    with store.engine.begin() as conn:
+        conn.execute(delete(t.audit_log).where(t.audit_log.c.seq > entries - 2))
+    assert verify_store(store).verdict.ok  # the chain alone cannot tell
+    alone = _cli(store_url, "verify")
+    assert alone.returncode == 0
+    assert "not compared with the audit topic" in alone.stdout
+    broken = _cli(store_url, "verify", broker=broker)
+    assert broken.returncode == 1, broken.stdout + broken.stderr
+    assert (
+        f"the audit topic holds entry {entries}, but the store's chain ends at entry "
+        f"{entries - 2}" in " ".join(broken.stdout.split())
+    )
     store.dispose()
 
 

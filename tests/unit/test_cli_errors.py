@@ -200,3 +200,14 @@ def test_dlq_list_finds_a_reason_beyond_the_newest_page(env: dict[str, str]) -> 
     assert result.output.count("invalid-json") == 1_000
     result = CliRunner().invoke(app, ["dlq", "list", "--reason", "no-recipient"], env=env)
     assert result.output.strip() == "no dead letters with reason no-recipient"
+
+
+def test_audit_verify_names_a_broker_it_cannot_reach(env: dict[str, str]) -> None:
+    line = refused(["audit", "verify"], env)
+    assert line == (
+        f"error: no Kafka broker answers at {NOBODY} (unset KAFKA_BOOTSTRAP_SERVERS to check "
+        "the store alone)"
+    )
+    alone = CliRunner().invoke(app, ["audit", "verify"], env={**env, "KAFKA_BOOTSTRAP_SERVERS": ""})
+    assert alone.exit_code == 0, alone.output
+    assert "not compared with the audit topic" in alone.output
