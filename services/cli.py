@@ -677,7 +677,7 @@ def main() -> None:
     try:
         with contextlib.suppress(BrokenPipeError):
             app()
-    except Exception as exc:  # noqa: BLE001 - last line of defence for the user
+    except (Exception, asyncio.CancelledError) as exc:  # noqa: BLE001 - last line of defence
         if os.environ.get("SCHAKEL_DEBUG") == "1":
             raise
         err.print(f"[red]internal error[/]: {type(exc).__name__}: {redact(str(exc))[:300]}")

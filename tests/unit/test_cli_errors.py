@@ -211,3 +211,23 @@ def test_audit_verify_names_a_broker_it_cannot_reach(env: dict[str, str]) -> Non
     alone = CliRunner().invoke(app, ["audit", "verify"], env={**env, "KAFKA_BOOTSTRAP_SERVERS": ""})
     assert alone.exit_code == 0, alone.output
     assert "not compared with the audit topic" in alone.output
+
+
+def test_a_bug_ends_in_one_line_even_as_a_cancelled_task(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """asyncio's CancelledError is no Exception: the last line of defence catches it too."""
+    import asyncio
+
+    from services import cli
+
+    def cancelled() -> None:
+        raise asyncio.CancelledError
+
+    monkeypatch.setattr(cli, "app", cancelled)
+    monkeypatch.delenv("SCHAKEL_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    assert exit_.value.code == 70
+    err = capsys.readouterr().err
+    assert "internal error: CancelledError" in err and "Traceback" not in err
