@@ -193,7 +193,14 @@ class _S:
         .values(
             {
                 c: bindparam(c)
-                for c in ("registration_id", "recipient_id", "patient_bsn", "body", "updated_at")
+                for c in (
+                    "registration_id",
+                    "recipient_id",
+                    "patient_bsn",
+                    "practice_id",
+                    "body",
+                    "updated_at",
+                )
             }
         )
     )
@@ -508,6 +515,7 @@ class Tx:
             "registration_id": stored.registration_id,
             "recipient_id": stored.recipient_id,
             "patient_bsn": str(stored.referral.client.bsn),
+            "practice_id": stored.referral.referrer.practice_id,
             "body": stored.model_dump_json(),
             "updated_at": now,
         }

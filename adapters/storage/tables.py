@@ -110,6 +110,9 @@ referrals = Table(
     Column("body", Text, nullable=False),
     Column("received_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+    # its practice (migration 0010): which practices a registration's referrals came from
+    Column("practice_id", String(40), nullable=True),
+    Index("ix_referrals_registration_practice", "registration_id", "practice_id"),
 )
 
 consents = Table(

@@ -54,11 +54,21 @@ def _released_to(recipient_id: str) -> Any:
     )
 
 
+def _refers(practice_id: str) -> Any:
+    """The registration holds one of this practice's referrals (a registration, one per
+    patient x organisation, can hold referrals of several practices)."""
+    own = t.referrals.alias("own")  # not the referral a summary joins
+    return exists().where(
+        own.c.registration_id == t.registrations.c.registration_id,
+        own.c.practice_id == practice_id,
+    )
+
+
 def _visible(viewer: Viewer) -> Any:
     if viewer.kind == "operator":
         return true()
     if viewer.kind == "gp-practice":
-        return t.registrations.c.practice_id == viewer.participant_id
+        return _refers(viewer.participant_id or "")
     if viewer.kind == "welfare":
         return and_(
             t.registrations.c.recipient_id == viewer.participant_id,
@@ -68,22 +78,38 @@ def _visible(viewer: Viewer) -> Any:
 
 
 def _summary_query(viewer: Viewer) -> Select[Any]:
+    """The registrations the viewer may see, each with the referral it is shown by: its
+    first, or for a practice its own first (another practice's referral in the same
+    registration is not the viewer's to see)."""
+    shown: Any = t.registrations.c.referral_id
+    if viewer.kind == "gp-practice":
+        own = t.referrals.alias("own")
+        shown = (
+            select(func.min(own.c.referral_id))
+            .where(
+                own.c.registration_id == t.registrations.c.registration_id,
+                own.c.practice_id == viewer.participant_id,
+            )
+            .scalar_subquery()
+        )
+    shown = shown.label("shown_referral_id")
     return (
-        select(t.registrations, t.referrals.c.body)
-        .join(t.referrals, t.referrals.c.referral_id == t.registrations.c.referral_id, isouter=True)
+        select(t.registrations, shown, t.referrals.c.body)
+        .select_from(t.registrations)
+        .join(t.referrals, t.referrals.c.referral_id == shown, isouter=True)
         .where(_visible(viewer))
     )
 
 
 def _summary(row: Any) -> dict[str, Any]:
-    name = StoredReferral.model_validate_json(row.body).referral.client.name if row.body else None
+    referral = StoredReferral.model_validate_json(row.body).referral if row.body else None
     return {
         "registration_id": row.registration_id,
-        "referral_id": row.referral_id,
+        "referral_id": row.shown_referral_id,
         "status": row.status,
         "organisation": row.recipient_id,
-        "practice": row.practice_id,
-        "client_name": name,
+        "practice": referral.referrer.practice_id if referral else row.practice_id,
+        "client_name": referral.client.name if referral else None,
         "overdue": row.overdue_at is not None and row.contact_made_at is None,
         "closed": row.closed_at is not None,
         "created_at": row.created_at,
@@ -139,11 +165,16 @@ class Views:
             if row is None:
                 return None
             events = timeline_rows(conn, registration_id)
+            own = (
+                t.referrals.c.practice_id == viewer.participant_id
+                if viewer.kind == "gp-practice"
+                else true()
+            )
             referral_ids = [
                 r.referral_id
                 for r in conn.execute(
                     select(t.referrals.c.referral_id)
-                    .where(t.referrals.c.registration_id == registration_id)
+                    .where(t.referrals.c.registration_id == registration_id, own)
                     .order_by(t.referrals.c.received_at, t.referrals.c.referral_id)
                 )
             ]
@@ -196,7 +227,7 @@ class Views:
     def referring_practices(self, referral_ids: list[str], bsn: str | None) -> set[str]:
         """The practices that sent the named referrals the hub holds; with none named,
         those that sent the patient's (by BSN)."""
-        query = select(t.referrals.c.body)
+        query = select(t.referrals.c.practice_id).distinct()
         if referral_ids:
             query = query.where(t.referrals.c.referral_id.in_(referral_ids))
         elif bsn:
@@ -204,11 +235,7 @@ class Views:
         else:
             return set()
         with self.store.engine.connect() as conn:
-            bodies = conn.execute(query).scalars().all()
-        return {
-            StoredReferral.model_validate_json(body).referral.referrer.practice_id
-            for body in bodies
-        }
+            return {practice for practice in conn.execute(query).scalars() if practice}
 
     def tasks_of_practice(self, practice_id: str, referral_id: str) -> list[dict[str, Any]]:
         """The registrations of one of the practice's referrals with their latest feedback."""
@@ -221,7 +248,7 @@ class Views:
                 )
                 .where(
                     t.referrals.c.referral_id == referral_id,
-                    t.registrations.c.practice_id == practice_id,
+                    t.referrals.c.practice_id == practice_id,
                 )
             ).all()
             result = []
@@ -231,9 +258,9 @@ class Views:
                     .where(t.feedback.c.registration_id == row.registration_id)
                     .order_by(t.feedback.c.occurred_at.desc(), t.feedback.c.id.desc())
                 ).first()
-                released = conn.execute(
+                released = conn.execute(  # this referral reached the organisation
                     select(t.releases.c.released_at).where(
-                        t.releases.c.registration_id == row.registration_id,
+                        t.releases.c.referral_id == referral_id,
                         t.releases.c.recipient_id == row.recipient_id,
                     )
                 ).first()

@@ -60,8 +60,10 @@ class ApiContext:
                         recorded=now,
                         actor=viewer.name,
                         actor_role=viewer.kind,
-                        referral_id=referral or referral_id,
-                        referral_system=system,
+                        # the referral asked about, when named: a registration can hold
+                        # several practices' referrals, and the first is not the reader's
+                        referral_id=referral_id or referral,
+                        referral_system=system if referral_id in (None, referral) else None,
                         registration_id=registration_id,
                         patient=pseudonym(tx, bsn),
                         data=(what,),

@@ -113,6 +113,58 @@ def test_a_held_referral_survives_a_new_store(store_url: str, participants: Part
     reopened.dispose()
 
 
+def test_migration_0010_fills_each_held_referrals_practice(
+    store_url: str, participants: Participants
+) -> None:
+    from sqlalchemy import column, insert, select, table
+
+    from adapters.storage.migrate import upgrade
+    from schemas.registration import StoredReferral
+
+    store = Store(store_url)
+    upgrade(store.engine, "0009")
+    before = table(  # the referrals table as 0009 left it: no practice column
+        "referrals",
+        *(
+            column(c)
+            for c in (
+                "referral_id",
+                "registration_id",
+                "recipient_id",
+                "patient_bsn",
+                "body",
+                "received_at",
+                "updated_at",
+            )
+        ),
+    )
+    bodies = {}
+    for referral_id, agb in (("VERW-M-1", "01012345"), ("VERW-M-2", "01054321")):
+        referral = referral_from_fhir(referral_bundle(referral_id, practice_agb=agb), participants)
+        stored = StoredReferral(
+            referral=referral, recipient_id=WELFARE, registration_id="reg-m", received_at=NOW
+        )
+        bodies[referral_id] = stored.model_dump_json()
+        with store.engine.begin() as conn:
+            conn.execute(
+                insert(before).values(
+                    referral_id=referral_id,
+                    registration_id="reg-m",
+                    recipient_id=WELFARE,
+                    patient_bsn=str(referral.client.bsn),
+                    body=bodies[referral_id],
+                    received_at=NOW,
+                    updated_at=NOW,
+                )
+            )
+    store.migrate()
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(t.referrals.c.referral_id, t.referrals.c.practice_id))
+        filled = {referral_id: practice for referral_id, practice in rows}
+    store.dispose()
+    assert filled == {"VERW-M-1": "praktijk-de-linde", "VERW-M-2": "praktijk-het-anker"}
+
+
 def test_outbox_keeps_one_copy_per_message_id_and_round_trips_bytes(store_url: str) -> None:
     store = Store(store_url)
     store.migrate()

@@ -156,3 +156,37 @@ def test_a_re_sent_referral_with_a_changed_reason_is_still_an_update(pipelines: 
     )
     assert not [e for e in events if isinstance(e, MessageDeadLettered)]
     assert [m["reason"] for m in pipelines.sent_to_welfare()][-1] == ("Mantelzorger, overbelast")
+
+
+def test_each_practice_sees_its_own_referral_in_a_shared_registration(
+    pipelines: Pipelines,
+) -> None:
+    """Two practices refer one patient to one organisation: one registration (CONTRACT §7),
+    in which each practice sees its own referral, and only that one, with its feedback."""
+    from adapters.storage.views import Views
+    from schemas.access import Viewer
+
+    other = "VERW-D-2"
+    pipelines.send("referral-created", referral_bundle(REFERRAL))
+    pipelines.consent("c-1")
+    pipelines.send(
+        "referral-created", referral_bundle(other, practice_agb=OTHER_PRACTICE_AGB), key=other
+    )
+    pipelines.send("consent-granted", consent_resource("c-2", referral_id=other), key=other)
+    views = Views(pipelines.hub.store)
+    seen = {}
+    for practice in ("praktijk-de-linde", "praktijk-het-anker"):
+        viewer = Viewer(kind="gp-practice", participant_id=practice)
+        (summary,) = views.registrations(viewer)
+        detail = views.registration(viewer, summary.registration_id)
+        assert detail is not None
+        seen[practice] = (summary.referral_id, summary.practice, detail.referral_ids)
+    assert seen == {
+        "praktijk-de-linde": (REFERRAL, "praktijk-de-linde", [REFERRAL]),
+        "praktijk-het-anker": (other, "praktijk-het-anker", [other]),
+    }
+    operator = views.registration(Viewer(kind="operator"), summary.registration_id)
+    assert operator is not None and operator.referral_ids == [REFERRAL, other]
+    assert len(views.tasks_of_practice("praktijk-het-anker", other)) == 1
+    assert views.tasks_of_practice("praktijk-de-linde", other) == []
+    assert views.referring_practices([other], None) == {"praktijk-het-anker"}
