@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from schemas.identifiers import (
     AGB_SYSTEM,
@@ -16,6 +16,10 @@ from schemas.identifiers import (
 )
 
 ParticipantKind = Literal["gp-practice", "welfare", "municipality"]
+
+
+RESERVED_IDS = frozenset({"operator", "schakel-hub"})
+"""Names the operator and the hub act under (console sessions, the audit trail)."""
 
 
 class OrgIdentifier(BaseModel):
@@ -39,6 +43,14 @@ class Participant(BaseModel):
     contact_within_days: int = Field(
         default=14, ge=1, le=365, description="welfare: term for the first contact"
     )
+
+    @field_validator("id")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        # The operator and the hub act under these names in sessions and the audit trail.
+        if value in RESERVED_IDS:
+            raise ValueError(f"{value!r} is reserved for the hub's own use")
+        return value
 
     @model_validator(mode="after")
     def _kind_rules(self) -> Participant:

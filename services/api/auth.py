@@ -58,7 +58,8 @@ class Authenticator:
         if not cookie or cookie.count("|") != 2:
             return None
         name, expires, signature = cookie.split("|")
-        if not hmac.compare_digest(self._sign(f"{name}|{expires}"), signature):
+        expected = self._sign(f"{name}|{expires}").encode()
+        if not hmac.compare_digest(expected, signature.encode("utf-8", "replace")):
             return None
         if not expires.isdigit() or int(expires) < (now or time.time()):
             return None

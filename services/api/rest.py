@@ -7,10 +7,11 @@ personal data is recorded as an access event (the audit trail, issue #7, is buil
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
-from pydantic import AwareDatetime, BeforeValidator
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator
 
 from schemas.access import DeadLetterSummary, RegistrationDetail, RegistrationSummary, Viewer
 from services.api.context import ApiContext
@@ -27,7 +28,18 @@ def _not_a_number(value: object) -> object:
     return value
 
 
-Moment = Annotated[AwareDatetime | None, BeforeValidator(_not_a_number)]
+def _in_utc(value: datetime | None) -> datetime | None:
+    """The store compares in UTC: a moment that has none (year 1 east of Greenwich, 9999
+    west of it) is a bad parameter, not a server error."""
+    if value is None:
+        return None
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("the moment lies outside the years 1-9999 in UTC") from None
+
+
+Moment = Annotated[AwareDatetime | None, BeforeValidator(_not_a_number), AfterValidator(_in_utc)]
 
 
 def context(request: Request) -> ApiContext:

@@ -108,6 +108,21 @@ async def test_filters(hub: RunningHub) -> None:
         ).status_code == 422
 
 
+async def test_bad_moments_and_cookies_are_refused_not_server_errors(hub: RunningHub) -> None:
+    async with _client(hub, "praktijk-de-linde") as practice:
+        for moment in ("0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"):
+            for name in ("since", "until"):
+                answer = await practice.get("/api/v1/registrations", params={name: moment})
+                assert answer.status_code == 422, (name, moment, answer.text)
+    async with _client(hub, None) as anon:
+        for cookie in ("x|1|\u00e9", "operator|99999999999|\u00e9\u00e9"):
+            answer = await anon.get(
+                "/console", headers={"Cookie": f"schakel_session={cookie}".encode()}
+            )
+            assert answer.status_code < 500, (cookie, answer.status_code)
+            assert "<h1>Registraties</h1>" not in answer.text  # not signed in
+
+
 async def test_dead_letters_for_operators(hub: RunningHub) -> None:
     await send_referral(hub, "VERW-BAD", bsn="123456789")
     await hub.relay.publish_pending()

@@ -61,6 +61,14 @@ def test_unknown_field_is_refused() -> None:
         parse_participants({"participant": [{**GP, "colour": "red"}]}, "f.toml")
 
 
+@pytest.mark.parametrize("reserved", ["operator", "schakel-hub"])
+def test_the_names_the_operator_and_the_hub_act_under_are_reserved(reserved: str) -> None:
+    """A participant called `operator` would sign in to the console as the operator, and
+    neither could be told apart in the audit trail."""
+    with pytest.raises(ConfigurationError, match=f"'{reserved}' is reserved"):
+        parse_participants({"participant": [{**WELFARE, "id": reserved}]}, "f.toml")
+
+
 def test_duplicate_ids_and_identifiers_are_refused() -> None:
     with pytest.raises(ConfigurationError, match="also used by participant"):
         parse_participants({"participant": [GP, GP]}, "f.toml")
