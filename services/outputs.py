@@ -293,19 +293,23 @@ def _audit_record(hub: Hub, tx: Tx, output: Output) -> AuditRecord:
             **common,
         )
     if isinstance(event, FeedbackForwarded):
+        release = tx.releases_of(event.referral_id).get(event.organisation)
         return AuditRecord(
             action="feedback-forwarded",
             recorded=event.at,
             recipient=event.practice_id,
+            consent_id=release.consent_id if release else None,  # what the trajectory is on
             data=("feedback-status", "feedback-summary"),
             detail=f"from {event.organisation}",
             **common,
         )
     assert isinstance(event, ContactOverdue)
+    release = tx.releases_of(event.referral_id).get(event.recipient_id)
     return AuditRecord(
         action="overdue-notice",
         recorded=event.at,
         recipient=event.practice_id,
+        consent_id=release.consent_id if release else None,
         data=("ids",),
         detail=f"also reminded {event.recipient_id}",
         **common,

@@ -18,6 +18,7 @@ from fhir.resources.R4B.bundle import Bundle
 from pydantic import ValidationError
 
 from adapters.broker.cloudevents import rfc3339
+from adapters.fhir.common import AMSTERDAM
 from schemas.errors import SchakelError
 from schemas.feedback import WelfareFeedback
 from schemas.identifiers import AGB_SYSTEM
@@ -179,7 +180,9 @@ def overdue_bundle(
         "recipient": [_org(AGB_SYSTEM, practice_agb)],
         "payload": [
             {
-                "contentString": f"{owner_name} heeft voor {rfc3339(due_at)[:10]} geen contact gemeld "
+                # the deadline as the practice reads a clock: Dutch time
+                "contentString": f"{owner_name} heeft voor "
+                f"{due_at.astimezone(AMSTERDAM):%d-%m-%Y %H:%M} geen contact gemeld "
                 "(contacttermijn verstreken)."
             }
         ],

@@ -727,6 +727,20 @@ class Tx:
             ).scalar_one()
         )
 
+    def first_live_release(self, registration_id: str, recipient_id: str) -> ReleaseState | None:
+        r = t.releases.c
+        row = self.conn.execute(
+            select(t.releases)
+            .where(
+                r.registration_id == registration_id,
+                r.recipient_id == recipient_id,
+                r.revoked_at.is_(None),
+            )
+            .order_by(r.released_at, r.referral_id)
+            .limit(1)
+        ).first()
+        return _release_state(row) if row is not None else None
+
     # --- registrations -------------------------------------------------------------
     def open_registration(self, bsn: str, recipient_id: str) -> str | None:
         known = self._open_registrations.get(str(bsn))

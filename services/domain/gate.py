@@ -399,12 +399,19 @@ def on_tick(store: GateStore, at: datetime, policy: GatePolicy = GatePolicy()) -
             _settle(store, stored, at, policy, result)
     for registration in store.registrations_due(at):
         store.mark_overdue(registration.registration_id, at)
+        # About a referral the organisation holds, told to the practice that sent it: the
+        # registration's first referral may never have reached it, or been revoked, or be
+        # another practice's.
+        release = store.first_live_release(registration.registration_id, registration.recipient_id)
+        stored = store.referral(release.referral_id) if release is not None else None
+        if release is None or stored is None:
+            continue  # nothing of it reaches the organisation any more: nobody to remind
         store.add_status(registration.registration_id, RegistrationStatus.OVERDUE, at, HUB)
         event = ContactOverdue(
-            referral_id=registration.referral_id,
+            referral_id=release.referral_id,
             registration_id=registration.registration_id,
             recipient_id=registration.recipient_id,
-            practice_id=registration.practice_id or "",
+            practice_id=stored.referral.referrer.practice_id,
             due_at=registration.contact_due_at or at,
             at=at,
         )

@@ -53,6 +53,10 @@ class GateStore(Protocol):
     def live_releases(self, registration_id: str, recipient_id: str) -> int:
         """Releases of this registration to this recipient that are not revoked."""
 
+    def first_live_release(self, registration_id: str, recipient_id: str) -> ReleaseState | None:
+        """The earliest release of this registration to this recipient not revoked (by
+        time, then referral id), or None."""
+
     # --- registrations (one per patient x welfare organisation trajectory) -------------
     def open_registration(self, bsn: str, recipient_id: str) -> str | None: ...
 

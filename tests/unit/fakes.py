@@ -120,6 +120,14 @@ class MemoryGateStore:
             if s.registration_id == registration_id and r == recipient_id and s.revoked_at is None
         )
 
+    def first_live_release(self, registration_id: str, recipient_id: str) -> ReleaseState | None:
+        live = [
+            s
+            for (_, r), s in self.releases.items()
+            if s.registration_id == registration_id and r == recipient_id and s.revoked_at is None
+        ]
+        return min(live, key=lambda s: (s.released_at, s.referral_id), default=None)
+
     def open_registration(self, bsn: str, recipient_id: str) -> str | None:
         for registration_id, state in self.registrations.items():
             if (

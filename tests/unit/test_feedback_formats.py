@@ -117,8 +117,8 @@ def test_empty_summary_sends_no_payload() -> None:
     Bundle.model_validate(data)
 
 
-def test_overdue_notice_is_valid_fhir_without_personal_data() -> None:
-    data = orjson.loads(
+def _overdue(due: datetime) -> dict:  # type: ignore[type-arg]
+    return orjson.loads(
         overdue_bundle(
             registration_id="reg-1",
             referral_system=SYSTEM,
@@ -127,14 +127,25 @@ def test_overdue_notice_is_valid_fhir_without_personal_data() -> None:
             owner_system="http://fhir.nl/fhir/NamingSystem/ura",
             owner_value="12345678",
             owner_name="Welzijn De Schakel Hoogeveen",
-            due_at=AT,
-            at=AT,
+            due_at=due,
+            at=due,
         )
     )
+
+
+def test_overdue_notice_is_valid_fhir_without_personal_data() -> None:
+    data = _overdue(AT)
     Bundle.model_validate(data)
     task = data["entry"][0]["resource"]
     assert task["status"] == "requested"
     assert task["businessStatus"]["coding"][0]["code"] == "contact-overdue"
+
+
+def test_overdue_notice_names_the_deadline_in_dutch_time() -> None:
+    """23:30 UTC on 15 December is 00:30 on the 16th in the Netherlands."""
+    data = _overdue(datetime(2026, 12, 15, 23, 30, tzinfo=UTC))
+    text = data["entry"][1]["resource"]["payload"][0]["contentString"]
+    assert "voor 16-12-2026 00:30 geen contact gemeld" in text
 
 
 def test_feedback_bundle_golden(golden) -> None:  # type: ignore[no-untyped-def]

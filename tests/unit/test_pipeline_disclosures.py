@@ -4,6 +4,7 @@ earlier message; and a referral id cannot be taken over by another patient or pr
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from itertools import count
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import pytest
 from adapters.participants import load_participants
 from adapters.storage.store import Store
 from schemas.messages import InboundRecord
-from schemas.registration import MessageDeadLettered, ReferralRevoked
+from schemas.registration import ContactOverdue, MessageDeadLettered, ReferralRevoked
 from schemas.topics import Topics
 from services.consent.handlers import consent_pipeline
 from services.demo.samples import consent_resource, fictional_bsn, referral_bundle, to_bytes
@@ -32,11 +33,13 @@ class Pipelines:
     def __init__(self, tmp_path: Path) -> None:
         store = Store(f"sqlite:///{tmp_path / 'hub.db'}")
         store.migrate()
+        self.now = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
         self.hub = Hub(
             settings=HubSettings(),
             participants=load_participants(DEMO_PARTICIPANTS),
             store=store,
             topics=Topics(""),
+            clock=lambda: self.now,
         )
         self.intake = intake_pipeline(self.hub)
         self.grant = consent_pipeline(self.hub)
@@ -190,3 +193,34 @@ def test_each_practice_sees_its_own_referral_in_a_shared_registration(
     assert len(views.tasks_of_practice("praktijk-het-anker", other)) == 1
     assert views.tasks_of_practice("praktijk-de-linde", other) == []
     assert views.referring_practices([other], None) == {"praktijk-het-anker"}
+
+
+def test_the_overdue_notice_is_about_the_referral_the_organisation_holds(
+    pipelines: Pipelines,
+) -> None:
+    """A referral never released and one of another practice, released, share a
+    registration: the contact term is the released one's, and so is its notice."""
+    from services.timers.handlers import tick
+
+    pipelines.send("referral-created", referral_bundle(REFERRAL))  # no consent: never sent
+    other = "VERW-D-2"
+    pipelines.send(
+        "referral-created", referral_bundle(other, practice_agb=OTHER_PRACTICE_AGB), key=other
+    )
+    pipelines.send("consent-granted", consent_resource("c-2", referral_id=other), key=other)
+    pipelines.now += timedelta(days=15)
+    (overdue,) = [e for e in tick(pipelines.hub) if isinstance(e, ContactOverdue)]
+    assert (overdue.referral_id, overdue.practice_id) == (other, "praktijk-het-anker")
+    store = pipelines.hub.store
+    assert [r.message.key for r in store.outbox_rows(topic=WELFARE_TOPIC)] == [
+        other.encode(),  # the intake
+        other.encode(),  # the reminder
+    ]
+    assert store.outbox_rows(topic="his.praktijk-de-linde.feedback") == []
+    assert len(store.outbox_rows(topic="his.praktijk-het-anker.feedback")) == 1
+    (entry,) = [e for e in store.audit_entries() if e.action == "overdue-notice"]
+    assert (entry.referral_id, entry.recipient, entry.consent_id) == (
+        other,
+        "praktijk-het-anker",
+        "c-2",
+    )
