@@ -860,7 +860,20 @@ class Tx:
         ]
         if not expired:
             return 0
-        self.conn.execute(delete(t.referrals).where(t.referrals.c.registration_id.in_(expired)))
+        referrals = t.referrals.c
+        purged = set(
+            self.conn.execute(
+                select(referrals.referral_id).where(referrals.registration_id.in_(expired))
+            ).scalars()
+        )
+        patients = set(
+            self.conn.execute(
+                select(t.registrations.c.patient_bsn).where(
+                    t.registrations.c.registration_id.in_(expired)
+                )
+            ).scalars()
+        )
+        self.conn.execute(delete(t.referrals).where(referrals.registration_id.in_(expired)))
         self._referrals.clear()
         self._registrations.clear()
         self.conn.execute(
@@ -871,7 +884,61 @@ class Tx:
             .where(t.registrations.c.registration_id.in_(expired))
             .values(patient_bsn=None)
         )
+        self._forget_patients_in_consents(purged, patients)
         return len(expired)
+
+    def _holds_patient(self, bsn: str) -> bool:
+        """Does the store still hold a referral or a registration of this patient?"""
+        return any(
+            self.conn.execute(query).first() is not None
+            for query in (
+                select(t.referrals.c.referral_id).where(t.referrals.c.patient_bsn == bsn).limit(1),
+                select(t.registrations.c.registration_id)
+                .where(t.registrations.c.patient_bsn == bsn)
+                .limit(1),
+            )
+        )
+
+    def _forget_patients_in_consents(self, purged: set[str], patients: set[str | None]) -> None:
+        """The BSN of consents that no longer concern anything held: those naming only
+        referrals now purged (or gone before), and a patient's consents for all their
+        referrals once nothing of that patient is held. The rows stay, with their status:
+        a withdrawn consent must not be revived by a late copy of its grant."""
+        c, named = t.consents.c, t.consent_referrals.c
+        candidates = set(
+            self.conn.execute(
+                select(named.consent_id).where(named.referral_id.in_(purged))
+            ).scalars()
+        )
+        still_named = set(
+            self.conn.execute(
+                select(named.consent_id)
+                .join(t.referrals, t.referrals.c.referral_id == named.referral_id)
+                .where(named.consent_id.in_(candidates))
+            ).scalars()
+        )
+        forget = candidates - still_named
+        for bsn in patients - {None}:
+            if not self._holds_patient(str(bsn)):
+                forget |= set(
+                    self.conn.execute(
+                        select(c.consent_id).where(
+                            c.patient_bsn == bsn, c.names_referrals.is_(False)
+                        )
+                    ).scalars()
+                )
+        for consent_id, body in self.conn.execute(
+            select(c.consent_id, c.body).where(c.consent_id.in_(forget), c.patient_bsn.is_not(None))
+        ).all():
+            kept = Consent.model_validate_json(body).model_copy(update={"patient_bsn": None})
+            self.conn.execute(
+                update(t.consents)
+                .where(c.consent_id == consent_id)
+                .values(patient_bsn=None, body=kept.model_dump_json())
+            )
+        self._consents.clear()
+        self._consents_naming.clear()
+        self._patient_consents.clear()
 
     def prune_outbox(self, keep: timedelta, except_topic: str, limit: int = 10_000) -> int:
         """Delete (at most `limit`) outbox rows published more than `keep` ago, by the store's

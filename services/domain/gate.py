@@ -259,6 +259,11 @@ def on_referral(
     its inbound traceparent, kept with the referral (its first one stays)."""
     result = GateResult()
     existing = store.referral(referral.referral_id)
+    if existing is None and store.releases_of(referral.referral_id):
+        # Released before, and deleted with its closed registration's personal data when
+        # the retention passed: a late re-send of a closed trajectory, never reopened.
+        result.events.append(ReferralRedelivered(referral_id=referral.referral_id, at=at))
+        return result
     if existing is not None:
         before = existing.referral
         if (

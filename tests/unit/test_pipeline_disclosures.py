@@ -18,7 +18,14 @@ from schemas.messages import InboundRecord
 from schemas.registration import ContactOverdue, MessageDeadLettered, ReferralRevoked
 from schemas.topics import Topics
 from services.consent.handlers import consent_pipeline
-from services.demo.samples import consent_resource, fictional_bsn, referral_bundle, to_bytes
+from services.demo.samples import (
+    DEMO_BSN,
+    consent_resource,
+    fictional_bsn,
+    referral_bundle,
+    to_bytes,
+)
+from services.feedback.handlers import feedback_pipeline
 from services.intake.handlers import intake_pipeline
 from services.runtime import Hub
 from services.settings import DEMO_PARTICIPANTS, HubSettings
@@ -30,27 +37,29 @@ WELFARE_TOPIC = "welfare.welzijn-hoogeveen.referrals"
 class Pipelines:
     """The hub's pipelines over one store, fed one record at a time."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, settings: HubSettings | None = None) -> None:
         store = Store(f"sqlite:///{tmp_path / 'hub.db'}")
         store.migrate()
         self.now = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
         self.hub = Hub(
-            settings=HubSettings(),
+            settings=settings or HubSettings(),
             participants=load_participants(DEMO_PARTICIPANTS),
             store=store,
             topics=Topics(""),
             clock=lambda: self.now,
         )
         self.intake = intake_pipeline(self.hub)
+        self.feedback = feedback_pipeline(self.hub)
         self.grant = consent_pipeline(self.hub)
         self.withdraw = consent_pipeline(self.hub, withdrawn=True)
         self.offsets = count()
 
-    def send(self, topic: str, resource: dict[str, Any], key: str = REFERRAL) -> list[Any]:
+    def send(self, topic: str, resource: Any, key: str = REFERRAL) -> list[Any]:
         pipeline = {
             "referral-created": self.intake,
             "consent-granted": self.grant,
             "consent-withdrawn": self.withdraw,
+            "feedback-returned": self.feedback,
         }[topic]
         record = InboundRecord(
             topic=topic,
@@ -224,3 +233,40 @@ def test_the_overdue_notice_is_about_the_referral_the_organisation_holds(
         "praktijk-het-anker",
         "c-2",
     )
+
+
+def test_after_its_retention_a_closed_trajectory_is_not_reopened_and_its_consents_forget(
+    tmp_path: Path,
+) -> None:
+    """The patient declined; 30 days after the close the personal data goes, the consents'
+    BSN included, and a late re-send of the referral reopens nothing (no message)."""
+    from sqlalchemy import select
+
+    from adapters.storage import tables as t
+    from services.timers.handlers import tick
+
+    pipelines = Pipelines(tmp_path, HubSettings(retention_days=30))
+    pipelines.send("referral-created", referral_bundle(REFERRAL))
+    pipelines.consent("c-1", "contact-phone")
+    declined = {
+        "referral_id": REFERRAL,
+        "organisation": "welzijn-hoogeveen",
+        "status": "declined",
+        "occurred_at": "2026-12-02T10:00:00+01:00",
+        "summary": "Wil geen begeleiding.",
+    }
+    pipelines.send("feedback-returned", declined)
+    pipelines.now += timedelta(days=31)
+    tick(pipelines.hub)
+    store = pipelines.hub.store
+    with store.engine.connect() as conn:
+        held = conn.execute(select(t.consents.c.patient_bsn, t.consents.c.body)).all()
+        assert conn.execute(select(t.referrals)).all() == []
+    assert [bsn for bsn, _ in held] == [None]
+    assert DEMO_BSN not in held[0][1]  # the patient of referral_bundle and consent_resource
+    sent = len(store.outbox_rows(topic=WELFARE_TOPIC))
+
+    events = pipelines.send("referral-created", referral_bundle(REFERRAL, phone="06-11112222"))
+
+    assert [type(e).__name__ for e in events] == ["ReferralRedelivered"]
+    assert len(store.outbox_rows(topic=WELFARE_TOPIC)) == sent
