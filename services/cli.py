@@ -457,7 +457,7 @@ def replay(
     )
     from sqlalchemy.exc import ArgumentError
 
-    from adapters.storage.store import Store, normalise_url, shown_url
+    from adapters.storage.store import Store, normalise_url, same_store, shown_url
     from services.replay import REPLAYABLE, ReplayRange
     from services.replay import replay as run_replay
 
@@ -482,7 +482,7 @@ def replay(
     except ArgumentError:
         raise _fail(f"--into {into!r} is not a store URL (e.g. sqlite:///rebuilt.db)") from None
     hub = _offline_hub(settings)  # a live store URL that does not parse fails here
-    if into_url == hub.store.url:
+    if same_store(into_url, hub.store.url):
         raise _fail("--into is the live store; replay into a separate one")
     try:
         target = Store(into)

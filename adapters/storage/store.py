@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -78,6 +79,26 @@ def normalise_url(url: str) -> str:
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed.render_as_string(hide_password=False)
+
+
+def same_store(a: str, b: str) -> bool:
+    """Do two store URLs name the same database, however spelled? SQLite: the same file
+    (relative paths resolved from here, links followed); PostgreSQL: the same host, port
+    and database; anything else: the same normalised URL."""
+    first, second = make_url(normalise_url(a)), make_url(normalise_url(b))
+    if first.get_backend_name() != second.get_backend_name():
+        return False
+    if first.get_backend_name() == "sqlite":
+        paths = [u.database or ":memory:" for u in (first, second)]
+        if ":memory:" in paths:
+            return False  # each connection its own database
+        return os.path.realpath(paths[0]) == os.path.realpath(paths[1])
+    if first.get_backend_name() == "postgresql":
+        return all(
+            (getattr(first, part) or default) == (getattr(second, part) or default)
+            for part, default in (("host", "localhost"), ("port", 5432), ("database", ""))
+        )
+    return first == second
 
 
 def shown_url(url: str) -> str:

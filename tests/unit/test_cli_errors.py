@@ -231,3 +231,24 @@ def test_a_bug_ends_in_one_line_even_as_a_cancelled_task(
     assert exit_.value.code == 70
     err = capsys.readouterr().err
     assert "internal error: CancelledError" in err and "Traceback" not in err
+
+
+def test_replay_refuses_the_live_store_however_it_is_spelled(
+    env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relative path from here and an absolute one, or a link, name the same file: the
+    replay would write into the live store, whose relay then publishes what it wrote."""
+    from adapters.storage.store import same_store
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "link.db").symlink_to(tmp_path / "live.db")
+    live = env["SCHAKEL_DATABASE_URL"]  # absolute
+    for into in ("sqlite:///live.db", f"sqlite:///{tmp_path}/./live.db", "sqlite:///link.db"):
+        assert refused(["replay", "--into", into], env).endswith(
+            "--into is the live store; replay into a separate one"
+        ), into
+        assert same_store(into, live)
+    assert not same_store("sqlite:///other.db", live)
+    pg = "postgresql://postgres@127.0.0.1:5432/test"
+    assert same_store(pg, "postgresql+psycopg://other@127.0.0.1/test")
+    assert not same_store(pg, "postgresql://postgres@127.0.0.1:5432/elsewhere")
