@@ -9,11 +9,10 @@ claims its reprocess id). Both steps are audited.
 
 from __future__ import annotations
 
-import uuid
-
 from adapters.broker.client import Sender
 from adapters.storage.store import Tx
 from schemas.audit import AuditRecord
+from schemas.ids import message_id
 from schemas.messages import OutboundMessage
 from schemas.topics import Header
 from services.audit_log import append
@@ -74,7 +73,9 @@ async def reprocess(
     origin = f"{topic}/{_header(letter, Header.ORIGINAL_PARTITION)}/{_header(letter, Header.ORIGINAL_OFFSET)}"
     if not topic:
         raise ReprocessError("the dead letter does not say which topic it came from")
-    reprocess_id = str(uuid.uuid4())
+    # The same id at every attempt: if a failed attempt's send did reach the broker after
+    # all, the pipeline's claim of the id still processes the record once.
+    reprocess_id = message_id("reprocess", letter.message_id)
     if not hub.store.run(
         lambda tx: tx.record_reprocess(letter.message_id, reprocess_id, hub.clock(), "operator")
     ):
@@ -86,10 +87,15 @@ async def reprocess(
         (Header.REPROCESS_OF, origin.encode()),
         (Header.DEAD_LETTER_ID, letter.message_id.encode()),
     )
-    async with Sender(bootstrap) as sender:
-        await sender.send(
-            topic, fixed if fixed is not None else letter.value, key=letter.key, headers=headers
-        )
+    try:
+        async with Sender(bootstrap) as sender:
+            await sender.send(
+                topic, fixed if fixed is not None else letter.value, key=letter.key, headers=headers
+            )
+    except BaseException:
+        # Not sent (as far as we know): the dead letter may be re-driven again.
+        hub.store.run(lambda tx: tx.forget_reprocess(letter.message_id, reprocess_id))
+        raise
     record_dlq_access(
         hub, letter, "dlq-reprocess", f"{origin}{' (fixed)' if fixed is not None else ''}"
     )

@@ -1014,6 +1014,15 @@ class Tx:
         )
         return True
 
+    def forget_reprocess(self, dead_letter_id: str, reprocess_id: str) -> None:
+        """Undo `record_reprocess` after a send that failed."""
+        self.conn.execute(
+            delete(t.reprocessed).where(
+                t.reprocessed.c.dead_letter_id == dead_letter_id,
+                t.reprocessed.c.reprocess_id == reprocess_id,
+            )
+        )
+
     def record_reprocess(
         self, dead_letter_id: str, reprocess_id: str, at: datetime, by: str
     ) -> bool:

@@ -252,3 +252,15 @@ def test_replay_refuses_the_live_store_however_it_is_spelled(
     pg = "postgresql://postgres@127.0.0.1:5432/test"
     assert same_store(pg, "postgresql+psycopg://other@127.0.0.1/test")
     assert not same_store(pg, "postgresql://postgres@127.0.0.1:5432/elsewhere")
+
+
+def test_a_re_drive_that_could_not_be_sent_can_be_tried_again(env: dict[str, str]) -> None:
+    store = Store(env["SCHAKEL_DATABASE_URL"])
+    store.migrate()
+    record = InboundRecord(topics.REFERRAL_CREATED, 0, 7, b"VERW-7", b"{}")
+    letter = dead_letter(record, InvalidJsonError("not a Bundle"), topics.DEAD_LETTER)
+    store.run(lambda tx: tx.add_outbox(letter))
+    store.dispose()
+    for _attempt in range(2):  # the broker is not there: not sent, so not spent either
+        line = refused(["dlq", "reprocess", letter.message_id], env)
+        assert line.startswith("error: cannot connect to Kafka"), line
