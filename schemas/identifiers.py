@@ -64,9 +64,9 @@ class Bsn(str):
         )
 
 
-_AGB = re.compile(r"^[0-9]{8}$")
-_CBS = re.compile(r"^[0-9]{4}$")
-_PARTICIPANT_ID = re.compile(r"^[a-z0-9-]{2,40}$")
+_AGB = re.compile(r"^[0-9]{8}\Z")
+_CBS = re.compile(r"^[0-9]{4}\Z")
+_PARTICIPANT_ID = re.compile(r"^[a-z0-9-]{2,40}\Z")
 
 
 def agb_valid(value: str) -> bool:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from schemas.messages import Headers
 from schemas.topics import CE_SOURCE, CE_SPECVERSION, Header
 
-_TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+_TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})\Z")
 _NO_TRACE, _NO_SPAN = "0" * 32, "0" * 16  # all-zero ids are invalid (W3C trace context)
 
 

@@ -16,7 +16,7 @@ Json = dict[str, Any]
 AMSTERDAM = ZoneInfo("Europe/Amsterdam")
 """Where a FHIR date without a time is a calendar day: Dutch GP systems mean local dates."""
 
-_REFERENCE_ID = re.compile(r"^[\x21-\x7e]{1,64}$")  # printable ASCII, no spaces: a Kafka key
+_REFERENCE_ID = re.compile(r"^[\x21-\x7e]{1,64}\Z")  # printable ASCII, no spaces: a Kafka key
 
 
 def identifier_value(resource: Json, system: str) -> str | None:

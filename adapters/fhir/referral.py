@@ -33,8 +33,8 @@ _EXT_HOUSE_SUFFIX = (
     "http://hl7.org/fhir/StructureDefinition/iso21090-ADXP-buildingNumberSuffix",
     "http://hl7.org/fhir/StructureDefinition/iso21090-ADXP-additionalLocator",
 )
-_LINE = re.compile(r"^(?P<street>.*?\D)\s*(?P<number>\d+\s*[A-Za-z0-9 -]{0,8})$")
-_NL_POSTCODE = re.compile(r"^\s*([1-9][0-9]{3})\s*([A-Za-z]{2})\s*$")
+_LINE = re.compile(r"^(?P<street>.*?\D)\s*(?P<number>\d+\s*[A-Za-z0-9 -]{0,8})\Z")
+_NL_POSTCODE = re.compile(r"^\s*([1-9][0-9]{3})\s*([A-Za-z]{2})\s*\Z")
 
 
 class BundleIndex:

@@ -29,8 +29,9 @@ XSD_VERSION = "1.0.0"
 BERICHT_CODE = "SK01"
 AMSTERDAM = ZoneInfo("Europe/Amsterdam")
 _GENDER = {"male": "1", "female": "2"}
-_HOUSE = re.compile(r"^\s*(\d{1,5})\s*([A-Za-z](?![A-Za-z]))?\s*[-\s]?\s*(.{1,4})?\s*$")
-_POSTCODE = re.compile(r"^([1-9][0-9]{3})\s?([A-Za-z]{2})$")
+_HOUSE = re.compile(r"^\s*(\d{1,5})\s*([A-Za-z](?![A-Za-z]))?\s*[-\s]?\s*(.{1,4})?\s*\Z")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+_POSTCODE = re.compile(r"^([1-9][0-9]{3})\s?([A-Za-z]{2})\Z")
 
 SAFE_PARSER = etree.XMLParser(
     resolve_entities=False, no_network=True, load_dtd=False, dtd_validation=False, huge_tree=False
@@ -64,10 +65,16 @@ def local_date(moment: datetime) -> date:
     return moment.astimezone(AMSTERDAM).date()
 
 
+def _clean(value: str | None) -> str:
+    """The text as XML 1.0 can carry it: control characters (which lxml refuses) as spaces,
+    runs of white space as one, trimmed."""
+    return " ".join(_CONTROL.sub(" ", str(value or "")).split())
+
+
 def _text(parent: etree._Element, name: str, value: str | None, limit: int | None = None) -> None:
-    if value is None or not str(value).strip():
+    text = _clean(value)
+    if not text:
         return
-    text = str(value).strip()
     etree.SubElement(parent, f"{{{NAMESPACE}}}{name}").text = text[:limit] if limit else text
 
 
@@ -78,13 +85,14 @@ def _initials(given: tuple[str, ...]) -> str | None:
 
 def _address(parent: etree._Element, disclosure: Disclosure) -> None:
     address = disclosure.address
-    if address is None or not (
-        address.street and address.house_number and address.postal_code and address.city
+    if address is None or not all(
+        _clean(part)
+        for part in (address.street, address.house_number, address.postal_code, address.city)
     ):
         return
-    house = _HOUSE.match(address.house_number)
-    postcode = _POSTCODE.match(address.postal_code.strip())
-    if house is None or postcode is None:
+    house = _HOUSE.match(address.house_number or "")
+    postcode = _POSTCODE.match((address.postal_code or "").strip())
+    if house is None or postcode is None or int(house[1]) < 1:
         return  # not a Dutch address the format can carry; nothing half-filled
     element = etree.SubElement(parent, f"{{{NAMESPACE}}}Adres")
     _text(element, "Straatnaam", address.street, 80)

@@ -26,7 +26,11 @@ NS = {"w": NAMESPACE}
 
 
 def _xml(participants: Participants, classes=DEFAULT_CLASSES, **bundle) -> bytes:  # type: ignore[no-untyped-def]
-    referral = referral_from_fhir(referral_bundle("VERW-M-1", **bundle), participants)
+    return _xml_of(participants, referral_bundle("VERW-M-1", **bundle), classes)
+
+
+def _xml_of(participants: Participants, bundle: dict, classes=DEFAULT_CLASSES) -> bytes:  # type: ignore[no-untyped-def, type-arg]
+    referral = referral_from_fhir(bundle, participants)
     return iwmo_from_disclosure(
         disclose(referral, "municipality", classes),
         identificatie=identificatie(42),
@@ -142,3 +146,45 @@ def test_a_message_that_fails_the_xsd_is_never_returned(participants: Participan
             welfare_name="W",
             sent_at=SENT,
         )
+
+
+def _with(**patient: object) -> dict:  # type: ignore[type-arg]
+    bundle = referral_bundle("VERW-M-3")
+    resource = next(
+        e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient"
+    )
+    for key, value in patient.items():
+        if key in ("line", "city"):
+            resource["address"][0][key] = value
+        else:
+            resource[key] = value
+    return bundle
+
+
+@pytest.mark.parametrize(
+    "patient",
+    [
+        {"line": ["Kerkstraat 0"]},  # the XSD's house numbers are 1-99999
+        {"city": "   "},  # nothing to name the place by
+        {"line": ["   12"]},  # no street
+    ],
+    ids=["house number 0", "blank city", "blank street"],
+)
+def test_an_address_the_format_cannot_carry_is_left_out_not_failed(
+    participants: Participants,
+    patient: dict,  # type: ignore[type-arg]
+) -> None:
+    """Accepted at intake, so it must not make the registration fail its XSD (which would
+    dead-letter the consent that releases it, and stop the timer that does)."""
+    xml = _xml_of(participants, _with(**patient))
+    assert _find(xml, ".//w:Adres") is None
+    assert _find(xml, ".//w:Bsn") == DEMO_BSN
+
+
+def test_control_characters_become_spaces(participants: Participants) -> None:
+    xml = _xml_of(
+        participants,
+        _with(name=[{"use": "official", "family": "de\x0bVries", "given": ["An\x01na"]}]),
+    )
+    assert _find(xml, ".//w:Achternaam") == "Vries"  # "de" is its prefix
+    assert b"\x0b" not in xml and b"\x01" not in xml

@@ -153,6 +153,21 @@ def _unknown_practice(b: Bundle) -> None:
         (_unknown_practice, "unknown-participant", "not a known participant"),
         (_no_reason, "invalid-referral", "one-line reason"),
         (_set("Patient", "birthDate", "14-03-1948"), "invalid-fhir", "birthDate"),
+        # a trailing line break, which a pattern's "$" lets through in Python
+        (
+            _set(
+                "Practitioner",
+                "identifier",
+                [{"system": "http://fhir.nl/fhir/NamingSystem/agb-z", "value": "01234567\n"}],
+            ),
+            "invalid-agb",
+            "8 digits",
+        ),
+        (
+            _set("ServiceRequest", "identifier", [{"system": "urn:x", "value": "VERW-1\n"}]),
+            "invalid-referral",
+            "printable characters",
+        ),
         # valid FHIR, but before the year 1 in UTC: Python's datetime overflows
         (
             _set("ServiceRequest", "authoredOn", "0001-01-01T00:00:00+14:00"),
