@@ -399,9 +399,29 @@ def on_tick(store: GateStore, at: datetime, policy: GatePolicy = GatePolicy()) -
     in the store, so a hub that was down across the deadline still fires exactly once)."""
     result = GateResult()
     for consent in store.consents_starting(at):
-        store.mark_started(consent.consent_id)
-        for stored in _affected(store, consent):
-            _settle(store, stored, at, policy, result)
+        started = on_consent_start(store, consent, at, policy)
+        result.events.extend(started.events)
+        result.outputs.extend(started.outputs)
+    due = on_contact_due(store, at, policy)
+    result.events.extend(due.events)
+    result.outputs.extend(due.outputs)
+    return result
+
+
+def on_consent_start(
+    store: GateStore, consent: Consent, at: datetime, policy: GatePolicy = GatePolicy()
+) -> GateResult:
+    """A consent's period began: it now covers what it names."""
+    result = GateResult()
+    store.mark_started(consent.consent_id)
+    for stored in _affected(store, consent):
+        _settle(store, stored, at, policy, result)
+    return result
+
+
+def on_contact_due(store: GateStore, at: datetime, policy: GatePolicy = GatePolicy()) -> GateResult:
+    """Registrations past their contact term without contact are overdue (once)."""
+    result = GateResult()
     for registration in store.registrations_due(at):
         store.mark_overdue(registration.registration_id, at)
         # About a referral the organisation holds, told to the practice that sent it: the

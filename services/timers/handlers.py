@@ -10,8 +10,11 @@ import asyncio
 import contextlib
 from datetime import timedelta
 
+from sqlalchemy.exc import DBAPIError
+
 from adapters.logging import get_logger
 from adapters.storage.store import Tx
+from schemas.errors import SchakelError
 from schemas.registration import HubEvent
 from services.domain import gate
 from services.outputs import gate_policy, outputs_to_outbox
@@ -27,8 +30,29 @@ def tick(hub: Hub) -> list[HubEvent]:
 
     def work(tx: Tx) -> list[HubEvent]:
         now = hub.clock()
-        result = gate.on_tick(tx, now, policy)
+        events: list[HubEvent] = []
+        for consent in tx.consents_starting(now):
+            # Each on its own: one whose outputs cannot be made must not stop the rest, or
+            # every later tick (the overdue notices, the retention, other patients' starts).
+            try:
+                with tx.savepoint():
+                    started = gate.on_consent_start(tx, consent, now, policy)
+                    outputs_to_outbox(hub, tx, started, None)
+            except DBAPIError:
+                raise  # the store's trouble: the whole tick is tried again
+            except Exception as exc:  # noqa: BLE001 - bad data or a bug, in this one only
+                tx.mark_started(consent.consent_id)  # not tried again: as a dead letter
+                log.error(
+                    "a consent whose period began could not be applied; it is left out",
+                    consent_id=consent.consent_id,
+                    reason=exc.reason if isinstance(exc, SchakelError) else "internal-error",
+                    error=type(exc).__name__,
+                )
+                continue
+            events.extend(started.events)
+        result = gate.on_contact_due(tx, now, policy)
         outputs_to_outbox(hub, tx, result, None)
+        events.extend(result.events)
         purged = tx.purge_expired(now)
         if purged:
             log.info(
@@ -40,7 +64,7 @@ def tick(hub: Hub) -> list[HubEvent]:
         )
         if pruned:
             log.info("published messages past their keep time deleted from the outbox", rows=pruned)
-        return list(result.events)
+        return events
 
     return hub.store.run(work)
 

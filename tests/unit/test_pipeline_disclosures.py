@@ -15,7 +15,12 @@ import pytest
 from adapters.participants import load_participants
 from adapters.storage.store import Store
 from schemas.messages import InboundRecord
-from schemas.registration import ContactOverdue, MessageDeadLettered, ReferralRevoked
+from schemas.registration import (
+    ContactOverdue,
+    MessageDeadLettered,
+    ReferralReleased,
+    ReferralRevoked,
+)
 from schemas.topics import Topics
 from services.consent.handlers import consent_pipeline
 from services.demo.samples import (
@@ -270,3 +275,37 @@ def test_after_its_retention_a_closed_trajectory_is_not_reopened_and_its_consent
 
     assert [type(e).__name__ for e in events] == ["ReferralRedelivered"]
     assert len(store.outbox_rows(topic=WELFARE_TOPIC)) == sent
+
+
+def test_a_consent_start_that_cannot_be_applied_does_not_stop_the_timer(
+    pipelines: Pipelines, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One consent whose outputs fail (here made to) is left out, as a dead letter would
+    be; the other patient's consent that starts at the same tick is released."""
+    from adapters.municipal.iwmo import InvalidOutputError
+    from services.timers import handlers as timers
+
+    poison, other = "VERW-D-P", "VERW-D-O"
+    for referral_id, i in ((poison, 31), (other, 32)):
+        bsn = fictional_bsn(i)
+        pipelines.send("referral-created", referral_bundle(referral_id, bsn=bsn), key=referral_id)
+        consent = consent_resource(
+            f"c-{referral_id}", referral_id=referral_id, bsn=bsn, period={"start": "2026-12-02"}
+        )
+        pipelines.send("consent-granted", consent, key=referral_id)
+    real = timers.outputs_to_outbox
+
+    def failing(hub, tx, result, cause):  # type: ignore[no-untyped-def]
+        if any(o.event.referral_id == poison for o in result.outputs):
+            raise InvalidOutputError("made to fail")
+        real(hub, tx, result, cause)
+
+    monkeypatch.setattr(timers, "outputs_to_outbox", failing)
+    pipelines.now += timedelta(days=1)
+    released = [
+        e.referral_id for e in timers.tick(pipelines.hub) if isinstance(e, ReferralReleased)
+    ]
+    assert released == [other]
+    keys = [r.message.key for r in pipelines.hub.store.outbox_rows(topic=WELFARE_TOPIC)]
+    assert keys == [other.encode()]
+    assert timers.tick(pipelines.hub) == []  # the left-out one is not tried again
