@@ -40,7 +40,7 @@ from schemas.registration import (
     ReleaseState,
     StoredReferral,
 )
-from services.domain.consent import applies, coverage
+from services.domain.consent import applies, coverage, covers
 from services.domain.minimise import disclose
 from services.domain.ports import GateStore
 
@@ -347,11 +347,18 @@ def _affected(store: GateStore, consent: Consent) -> Iterable[StoredReferral]:
 def _revokes(consent: Consent, before: Consent | None, at: datetime) -> Revokes:
     """An objection revokes everything; a withdrawal revokes what the consent was in force
     for until now (a pair whose coverage had already ended, say by expiry, is not told
-    again); anything else revokes nothing."""
+    again), and so does a grant of the same id sent again with less in it, for what it no
+    longer names; anything else revokes nothing. (Only where no consent covers the pair
+    any more: `_settle` asks that first.)"""
     if consent.is_objection and consent.status == "active":
         return lambda _referral, _recipient: True
-    if consent.is_objection or consent.status == "active" or before is None:
+    if consent.is_objection or before is None or before.status != "active":
         return _never
+    if consent.status == "active":  # sent again: what it covered and covers no longer
+        return lambda referral, recipient: (
+            bool(covers(before, referral, recipient, at))
+            and not covers(consent, referral, recipient, at)
+        )
     return lambda referral, recipient: bool(applies(before, referral, recipient, at))
 
 
@@ -388,7 +395,12 @@ def on_consent(
     )
 
     revokes = _revokes(consent, existing, at)
-    for stored in _affected(store, consent):
+    affected = {s.referral.referral_id: s for s in _affected(store, consent)}
+    if existing is not None and existing.status == "active" and not existing.is_objection:
+        # What the version it replaces named too: a narrower grant must settle those.
+        for stored in _affected(store, existing):
+            affected.setdefault(stored.referral.referral_id, stored)
+    for stored in affected.values():
         _settle(store, stored, at, policy, result, revokes=revokes, cause=consent.consent_id)
     return result
 

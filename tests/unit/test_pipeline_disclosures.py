@@ -309,3 +309,26 @@ def test_a_consent_start_that_cannot_be_applied_does_not_stop_the_timer(
     keys = [r.message.key for r in pipelines.hub.store.outbox_rows(topic=WELFARE_TOPIC)]
     assert keys == [other.encode()]
     assert timers.tick(pipelines.hub) == []  # the left-out one is not tried again
+
+
+def test_a_consent_sent_again_with_less_in_it_revokes_what_it_no_longer_covers(
+    pipelines: Pipelines,
+) -> None:
+    """c-1 named the welfare organisation and the municipality; sent again without the
+    municipality, the municipality is told (and its withdrawal then tells the rest)."""
+    municipal = "wmo.0118.registrations"
+    pipelines.send("referral-created", referral_bundle(REFERRAL))
+    both = consent_resource("c-1", referral_id=REFERRAL, municipality_cbs=("0118",))
+    pipelines.send("consent-granted", both)
+    narrower = consent_resource("c-1", referral_id=REFERRAL)
+    events = pipelines.send("consent-granted", narrower)
+    assert [(e.referral_id, e.recipient_id) for e in events if isinstance(e, ReferralRevoked)] == [
+        (REFERRAL, "gemeente-hoogeveen")
+    ]
+    store = pipelines.hub.store
+    types = [dict(r.message.headers)["ce_type"] for r in store.outbox_rows(topic=municipal)]
+    assert types == [b"nl.schakel.referral-released.v1", b"nl.schakel.referral-revoked.v1"]
+    events = pipelines.send("consent-withdrawn", {**narrower, "status": "inactive"})
+    assert [e.recipient_id for e in events if isinstance(e, ReferralRevoked)] == [
+        "welzijn-hoogeveen"
+    ]
