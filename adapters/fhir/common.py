@@ -8,6 +8,8 @@ from datetime import UTC, date, datetime, time
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import orjson
+
 from schemas.errors import InvalidBsnError, InvalidReferralError, SchakelError
 from schemas.identifiers import BSN_SYSTEM, bsn_is_test_number, bsn_valid
 
@@ -221,3 +223,24 @@ def personal_of_object(node: dict[str, Any], found: set[str]) -> None:
 TELECOM_SYSTEMS = ("phone", "email", "sms")
 LISTED_KEYS = frozenset({"given", "prefix", "line"})
 PERSONAL_DEPTH = 64
+
+
+def bsn_in(value: bytes | None) -> str | None:
+    """The first valid BSN named as such (an identifier with the BSN system) anywhere in a
+    JSON message, or None: for the audit trail of a read of a message that may not be
+    valid FHIR at all (a dead letter)."""
+    try:
+        data = orjson.loads(value or b"")
+    except orjson.JSONDecodeError:
+        return None
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            found = item.get("value")
+            if item.get("system") == BSN_SYSTEM and isinstance(found, str) and bsn_valid(found):
+                return found
+            stack.extend(reversed(list(item.values())))
+        elif isinstance(item, list):
+            stack.extend(reversed(item))
+    return None

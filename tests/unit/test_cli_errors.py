@@ -264,3 +264,23 @@ def test_a_re_drive_that_could_not_be_sent_can_be_tried_again(env: dict[str, str
     for _attempt in range(2):  # the broker is not there: not sent, so not spent either
         line = refused(["dlq", "reprocess", letter.message_id], env)
         assert line.startswith("error: cannot connect to Kafka"), line
+
+
+def test_reading_a_dead_letters_body_is_audited_with_its_patient(env: dict[str, str]) -> None:
+    """So that the patient's access report names the operator's read (CONTRACT §7)."""
+    from schemas.errors import NoRecipientError
+    from services.audit_log import pseudonym
+    from services.demo.samples import DEMO_BSN, referral_bundle, to_bytes
+
+    store = Store(env["SCHAKEL_DATABASE_URL"])
+    store.migrate()
+    body = to_bytes(referral_bundle("VERW-8", district="Atlantis"))
+    record = InboundRecord(topics.REFERRAL_CREATED, 0, 8, b"VERW-8", body)
+    letter = dead_letter(record, NoRecipientError("no welfare organisation"), topics.DEAD_LETTER)
+    store.run(lambda tx: tx.add_outbox(letter))
+    shown = CliRunner().invoke(app, ["dlq", "show", letter.message_id, "--body"], env=env)
+    assert shown.exit_code == 0, shown.output
+    (entry,) = [e for e in store.audit_entries() if e.action == "dlq-show"]
+    assert entry.patient is not None
+    assert entry.patient == store.run(lambda tx: pseudonym(tx, DEMO_BSN))
+    store.dispose()
