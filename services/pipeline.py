@@ -145,7 +145,7 @@ class BatchPipeline(Generic[P]):
             self._prefetch_for(tx, [p for _, p in work if not isinstance(p, Failed)])
         for record, prepared in work:
             if self.hub.before_apply is not None:
-                self.hub.before_apply(record)
+                self.hub.before_apply(tx, record)
             reprocess_id = record.header(Header.REPROCESS_ID)
             if reprocess_id is not None and not tx.claim_reprocess(reprocess_id, self.hub.clock()):
                 # `schakel dlq reprocess` sent it once; a second delivery is not processed again.

@@ -5,8 +5,14 @@ Nothing is published: the replay hub has no outbox relay (its outbox fills, and 
 the replay store), and it never connects a producer. Records are applied in the order
 the live hub applied them (its processing log; cross-topic order decides outcomes such as
 a withdrawal that overtook its grant), then any the live hub never saw, by timestamp. The
-clock of each record is its broker timestamp. After the last record a single tick at the end moment applies consent
-periods and contact terms as the live hub's timer would have.
+clock of each record is its broker timestamp. The timer runs at every moment something
+falls due (a consent's period begins, a contact term passes, a retention ends), between
+the records around it and in the same transaction, and after the last record up to the
+end moment: decisions that depend on it (feedback after a consent started, `not-reached`
+after an overdue notice) come out as they did live. (The live timer runs every
+`SCHAKEL_TIMERS_INTERVAL_SECONDS`, so live a due moment takes effect up to that much
+later; a record inside that window can be decided differently, and shows as a
+difference.)
 """
 
 from __future__ import annotations
@@ -22,18 +28,20 @@ from sqlalchemy import select
 from adapters.broker.consumer import inbound
 from adapters.broker.reading import PartitionReader, TopicPartition
 from adapters.storage import tables as t
-from adapters.storage.store import Store
+from adapters.storage.store import Store, Tx
 from schemas import topics as names
 from schemas.audit import AuditRecord
 from schemas.messages import InboundRecord
 from services import collector
 from services.audit_log import append
 from services.consent.handlers import consent_pipeline
+from services.domain.gate import GatePolicy
 from services.feedback.handlers import feedback_pipeline
 from services.intake.handlers import intake_pipeline
+from services.outputs import gate_policy
 from services.pipeline import BatchPipeline, apply_in_order
 from services.runtime import Hub
-from services.timers.handlers import tick
+from services.timers.handlers import tick_in
 
 REPLAYABLE = (
     names.REFERRAL_CREATED,
@@ -75,9 +83,28 @@ class _RecordClock:
     def __call__(self) -> datetime:
         return self.now
 
-    def follow(self, record: InboundRecord) -> None:
+    def follow(self, record: InboundRecord) -> bool:
+        """The record's time, when it has one (True)."""
         if record.timestamp_ms is not None and record.timestamp_ms >= 0:
             self.now = datetime.fromtimestamp(record.timestamp_ms / 1000, UTC)
+            return True
+        return False
+
+
+_MAX_TICKS = 100_000
+"""Timer runs between two records at most (a guard: each run settles what was due)."""
+
+
+def run_due(hub: Hub, tx: Tx, clock: _RecordClock, until: datetime, policy: GatePolicy) -> None:
+    """The timer at every moment something fell due up to `until`, in order, in `tx`."""
+    for _ in range(_MAX_TICKS):
+        due = tx.next_due()
+        if due is None or due > until:
+            break
+        clock.now = due
+        tick_in(hub, tx, due, policy)
+        tx.forget_due()
+    clock.now = until
 
 
 def replay_hub(live: Hub, into: Store, as_of: datetime) -> tuple[Hub, _RecordClock]:
@@ -89,7 +116,14 @@ def replay_hub(live: Hub, into: Store, as_of: datetime) -> tuple[Hub, _RecordClo
         topics=live.topics,
         clock=clock,
     )
-    hub.before_apply = clock.follow  # relay stays None: nothing is ever published
+
+    policy = gate_policy(hub)
+
+    def before_apply(tx: Tx, record: InboundRecord) -> None:
+        if clock.follow(record):
+            run_due(hub, tx, clock, clock.now, policy)
+
+    hub.before_apply = before_apply  # relay stays None: nothing is ever published
     hub.log_order = False
     return hub, clock
 
@@ -169,6 +203,7 @@ def _state(store: Store) -> dict[str, Any]:
                 r.registration_id,
                 r.consent_id,
                 r.revoked_at is not None,
+                r.fingerprint[:12],  # what the recipient was last sent of it
             )
             for r in conn.execute(select(t.releases))
         }
@@ -243,8 +278,8 @@ async def replay(
     with collector.tuned():
         counts, missing = await read_topics(bootstrap, live, span, handle, progress)
         await asyncio.to_thread(flush)
-        clock.now = as_of
-        await asyncio.to_thread(tick, hub)
+        policy = gate_policy(hub)
+        await asyncio.to_thread(into.run, lambda tx: run_due(hub, tx, clock, as_of, policy))
     result = ReplayResult(records=sum(counts.values()), per_topic=counts)
     if compare_with_live:
         result.differences = missing + await asyncio.to_thread(compare, live.store, into)

@@ -75,8 +75,9 @@ class Hub:
     relay: OutboxRelay | None = None
     log_order: bool = True
     """Record the order records are applied in (replay follows it; a replay does not log)."""
-    before_apply: Callable[[InboundRecord], None] | None = None
-    """Called before each record is applied (replay sets its clock to the record's time)."""
+    before_apply: Callable[[Any, InboundRecord], None] | None = None
+    """Called with the transaction before each record is applied (the replay sets its clock
+    to the record's time, and runs the timer for what fell due before it)."""
 
     def committed(self, events: list[HubEvent]) -> None:
         """After a transaction committed: wake the relay, count, tell the listeners."""

@@ -416,6 +416,10 @@ class Tx:
         self._secrets: dict[str, str] = {}
         self._later: dict[Any, list[dict[str, Any]]] = {}
         self._statuses: dict[str, dict[str, Any]] = {}
+        # The timers' next moment (`next_due`): read once, then kept current by the due
+        # moments this transaction writes.
+        self._due: Any = _UNREAD
+        self._due_written: datetime | None = None
 
     def _write_later(self, statement: Any, row: dict[str, Any]) -> None:
         self._later.setdefault(statement, []).append(row)
@@ -442,6 +446,7 @@ class Tx:
         self._secrets.clear()
         self._later = {}
         self._statuses = {}
+        self.forget_due()
 
     def _unread_chunks(self, ids: Iterable[str], known: dict[str, Any]) -> Iterator[list[str]]:
         wanted = sorted({i for i in ids if i not in known})
@@ -599,6 +604,8 @@ class Tx:
         self._consents[consent.consent_id] = consent
         self._index_consent(known, consent)
         starts_later = consent.period_start is not None and consent.period_start > received_at
+        if starts_later and consent.status == "active":
+            self._wrote_due(consent.period_start)  # type: ignore[arg-type]
         values = {
             "status": consent.status,
             "kind": consent.kind,
@@ -813,6 +820,7 @@ class Tx:
 
     def set_contact_due(self, registration_id: str, due_at: datetime) -> None:
         self._set_once(registration_id, "contact_due_at", contact_due_at=due_at)
+        self._wrote_due(due_at)
 
     def mark_contact_made(self, registration_id: str, at: datetime) -> None:
         self._set_once(registration_id, "contact_made_at", contact_made_at=at)
@@ -821,8 +829,39 @@ class Tx:
         self, registration_id: str, at: datetime, retain_until: datetime
     ) -> None:
         self._set_once(registration_id, "closed_at", closed_at=at, retain_until=retain_until)
+        self._wrote_due(retain_until)
         for open_ones in self._open_registrations.values():
             open_ones.pop(registration_id, None)
+
+    def next_due(self) -> datetime | None:
+        """The earliest moment at which the timer has something to do (a consent's period
+        begins, a contact term passes, a retention ends), or None. For the replay, which
+        ticks at those moments between the records around them, as the live timer did."""
+        if self._due is _UNREAD:
+            self.flush()
+            c, r = t.consents.c, t.registrations.c
+            found = [
+                self.conn.execute(select(func.min(column)).where(*where)).scalar_one()
+                for column, where in (
+                    (c.period_start, (t.CONSENT_NOT_STARTED, c.status == "active")),
+                    (r.contact_due_at, (t.REGISTRATION_OPEN,)),
+                    (r.retain_until, (t.REGISTRATION_HOLDS_PERSONAL_DATA,)),
+                )
+            ]
+            self._due = min((d for d in found if d is not None), default=None)
+            self._due_written = None  # flushed: it is in what was read
+        if self._due_written is None or (self._due is not None and self._due <= self._due_written):
+            return self._due  # type: ignore[no-any-return]
+        return self._due_written
+
+    def _wrote_due(self, moment: datetime) -> None:
+        if self._due_written is None or moment < self._due_written:
+            self._due_written = moment
+
+    def forget_due(self) -> None:
+        """After the timer acted: `next_due` reads the store again."""
+        self._due = _UNREAD
+        self._due_written = None
 
     def registrations_due(self, until: datetime) -> list[RegistrationState]:
         self.flush()

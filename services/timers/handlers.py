@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy.exc import DBAPIError
 
@@ -17,6 +17,7 @@ from adapters.storage.store import Tx
 from schemas.errors import SchakelError
 from schemas.registration import HubEvent
 from services.domain import gate
+from services.domain.gate import GatePolicy
 from services.outputs import gate_policy, outputs_to_outbox
 from services.pipeline import log_event
 from services.runtime import Hub
@@ -29,36 +30,7 @@ def tick(hub: Hub) -> list[HubEvent]:
     policy = gate_policy(hub)
 
     def work(tx: Tx) -> list[HubEvent]:
-        now = hub.clock()
-        events: list[HubEvent] = []
-        for consent in tx.consents_starting(now):
-            # Each on its own: one whose outputs cannot be made must not stop the rest, or
-            # every later tick (the overdue notices, the retention, other patients' starts).
-            try:
-                with tx.savepoint():
-                    started = gate.on_consent_start(tx, consent, now, policy)
-                    outputs_to_outbox(hub, tx, started, None)
-            except DBAPIError:
-                raise  # the store's trouble: the whole tick is tried again
-            except Exception as exc:  # noqa: BLE001 - bad data or a bug, in this one only
-                tx.mark_started(consent.consent_id)  # not tried again: as a dead letter
-                log.error(
-                    "a consent whose period began could not be applied; it is left out",
-                    consent_id=consent.consent_id,
-                    reason=exc.reason if isinstance(exc, SchakelError) else "internal-error",
-                    error=type(exc).__name__,
-                )
-                continue
-            events.extend(started.events)
-        result = gate.on_contact_due(tx, now, policy)
-        outputs_to_outbox(hub, tx, result, None)
-        events.extend(result.events)
-        purged = tx.purge_expired(now)
-        if purged:
-            log.info(
-                "retention ended: personal data of closed registrations deleted",
-                registrations=purged,
-            )
+        events = tick_in(hub, tx, hub.clock(), policy)
         pruned = tx.prune_outbox(
             timedelta(days=hub.settings.outbox_keep_days), hub.topics.dead_letter
         )
@@ -67,6 +39,41 @@ def tick(hub: Hub) -> list[HubEvent]:
         return events
 
     return hub.store.run(work)
+
+
+def tick_in(hub: Hub, tx: Tx, now: datetime, policy: GatePolicy) -> list[HubEvent]:
+    """What the timer decides at `now`, in the transaction `tx` (the replay runs it between
+    records): consents whose period began, contact terms passed, retentions ended."""
+    events: list[HubEvent] = []
+    for consent in tx.consents_starting(now):
+        # Each on its own: one whose outputs cannot be made must not stop the rest, or
+        # every later tick (the overdue notices, the retention, other patients' starts).
+        try:
+            with tx.savepoint():
+                started = gate.on_consent_start(tx, consent, now, policy)
+                outputs_to_outbox(hub, tx, started, None)
+        except DBAPIError:
+            raise  # the store's trouble: the whole tick is tried again
+        except Exception as exc:  # noqa: BLE001 - bad data or a bug, in this one only
+            tx.mark_started(consent.consent_id)  # not tried again: as a dead letter
+            log.error(
+                "a consent whose period began could not be applied; it is left out",
+                consent_id=consent.consent_id,
+                reason=exc.reason if isinstance(exc, SchakelError) else "internal-error",
+                error=type(exc).__name__,
+            )
+            continue
+        events.extend(started.events)
+    result = gate.on_contact_due(tx, now, policy)
+    outputs_to_outbox(hub, tx, result, None)
+    events.extend(result.events)
+    purged = tx.purge_expired(now)
+    if purged:
+        log.info(
+            "retention ended: personal data of closed registrations deleted",
+            registrations=purged,
+        )
+    return events
 
 
 class Ticker:

@@ -49,7 +49,7 @@ def _referral(i: int) -> InboundRecord:
 
 
 def _fail_for(key: bytes, error: Exception, calls: list[bytes | None]):  # type: ignore[no-untyped-def]
-    def before_apply(record: InboundRecord) -> None:
+    def before_apply(_tx: object, record: InboundRecord) -> None:
         calls.append(record.key)
         if record.key == key:
             raise error
@@ -191,7 +191,7 @@ async def test_a_locked_store_sends_the_records_to_the_worker_thread_and_none_ar
     assert hub.store.run(lambda tx: tx.referral("VERW-R-2")) is not None
     # later records keep to the worker thread for a while
     threads: list[str] = []
-    hub.before_apply = lambda record: threads.append(threading.current_thread().name)
+    hub.before_apply = lambda _tx, _record: threads.append(threading.current_thread().name)
     await pipeline.handle([_referral(3)])
     assert threads and threads[0] != threading.main_thread().name
 
