@@ -244,3 +244,28 @@ def bsn_in(value: bytes | None) -> str | None:
         elif isinstance(item, list):
             stack.extend(reversed(item))
     return None
+
+
+_URI = re.compile(r"\S+\Z")
+
+
+def uri_or_none(value: Any, where: str) -> str | None:
+    """A FHIR uri: no white space anywhere (fhir.resources' pattern does not anchor it)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _URI.match(value):
+        raise InvalidReferralError(f"{where} must be a URI without spaces")
+    return value
+
+
+def not_understood(nodes: Any, what: str, error: type[SchakelError] = InvalidReferralError) -> None:
+    """FHIR: a resource (or element) with a modifier extension or implicit rules that the
+    receiver does not know must not be processed as if they were absent; the hub knows
+    none, so it refuses the message."""
+    for node in nodes:
+        if not isinstance(node, dict):
+            continue
+        for key in ("modifierExtension", "implicitRules"):
+            if node.get(key):
+                kind = str(node.get("resourceType") or "element")[:40]
+                raise error(f"{kind}.{key}: not understood by the hub, so the {what} is refused")

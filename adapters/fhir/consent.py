@@ -12,6 +12,7 @@ from adapters.fhir.common import (
     check_id,
     local_period_end,
     local_period_start,
+    not_understood,
     parse_datetime,
     patient_bsn,
 )
@@ -163,6 +164,7 @@ def _consent(
         )
 
     provision = resource.get("provision") or {}
+    not_understood((resource, provision), "consent", InvalidConsentError)
     active = status == "active"
     if provision.get("provision"):
         raise InvalidConsentError(

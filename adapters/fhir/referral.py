@@ -16,9 +16,11 @@ from adapters.fhir.common import (
     human_name,
     identifier_value,
     name_parts,
+    not_understood,
     parse_datetime,
     parse_full_date,
     patient_bsn,
+    uri_or_none,
 )
 from adapters.fhir.validate import DEFAULT_MAX_BYTES, load_json, validate_resource
 from schemas.errors import InvalidAgbError, InvalidReferralError, UnknownParticipantError
@@ -205,6 +207,9 @@ def _referral(bundle: Json, participants: Participants, *, allow_test_bsn: bool)
             f"Bundle must hold exactly one ServiceRequest, found {len(requests)}"
         )
     sr = requests[0]
+    not_understood(index.resources, "referral")
+    if sr.get("doNotPerform") is True:
+        raise InvalidReferralError("ServiceRequest.doNotPerform is true: not a referral to act on")
 
     identifiers = sr.get("identifier") or []
     if not identifiers or not identifiers[0].get("value"):
@@ -226,7 +231,12 @@ def _referral(bundle: Json, participants: Participants, *, allow_test_bsn: bool)
     named = human_name(patient)
     if named is None:
         raise InvalidReferralError("Patient has no name")
-    if not patient.get("telecom") and not patient.get("address"):
+    has_telecom = any(isinstance(t, dict) and t.get("value") for t in patient.get("telecom") or ())
+    has_address = any(
+        isinstance(a, dict) and (a.get("line") or a.get("city") or a.get("postalCode"))
+        for a in patient.get("address") or ()
+    )
+    if not has_telecom and not has_address:
         raise InvalidReferralError("Patient needs at least one of telecom or address")
 
     requester = index.resolve(sr.get("requester"), ("Practitioner", "PractitionerRole"), sr)
@@ -272,7 +282,9 @@ def _referral(bundle: Json, participants: Participants, *, allow_test_bsn: bool)
     gender = patient.get("gender") if isinstance(patient.get("gender"), str) else None
     return Referral(
         referral_id=referral_id,
-        identifier_system=identifiers[0].get("system"),
+        identifier_system=uri_or_none(
+            identifiers[0].get("system"), "ServiceRequest.identifier[0].system"
+        ),
         authored_on=parse_datetime(sr.get("authoredOn")),
         reason=reason,
         client=Client(

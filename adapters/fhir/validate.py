@@ -106,8 +106,36 @@ def validate_resource(
     return resource_type
 
 
+_PYTHON_NAME = re.compile(r"(_fhir|__ext)\Z|\Aresource_type\Z")
+"""fhir.resources' Python names of elements (`class_fhir` for `class`, `birthDate__ext` for
+`_birthDate`, `resource_type`), which its models also take as keys (`populate_by_name`)."""
+
+
+def _python_name(node: Any) -> str | None:
+    """The first key of `node` (at any depth) that is a Python name, not a FHIR JSON one."""
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key, value in item.items():
+                if isinstance(key, str) and _PYTHON_NAME.search(key):
+                    return key
+                stack.append(value)
+        elif isinstance(item, list):
+            stack.extend(item)
+    return None
+
+
 def _validate_full(data: dict[str, Any], resource_type: str) -> None:
-    """fhir.resources' R4B model of `resource_type`; raises `InvalidFhirError`."""
+    """fhir.resources' R4B model of `resource_type`; raises `InvalidFhirError`. A key that
+    is the models' Python name of an element is refused first: FHIR JSON does not have it,
+    and the hub reads the JSON names (`provision.class_fhir` read as no class at all would
+    make a consent cover every class)."""
+    python_name = _python_name(data)
+    if python_name is not None:
+        raise InvalidFhirError(
+            f"{resource_type}: {python_name[:40]!r} is not an element of FHIR R4 JSON"
+        )
     try:
         model = get_fhir_model_class(resource_type)
     except (KeyError, ValueError, AttributeError, ImportError):

@@ -292,3 +292,27 @@ def test_periods_beyond_the_calendar_are_refused_not_crashed(
 ) -> None:
     with pytest.raises(SchakelError, match="unreadable consent"):
         _parse(consent_resource("c-far", period=period), participants)
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        # fhir.resources takes its Python names as keys too; read as no class at all, the
+        # consent would have covered every class
+        (
+            {"class_fhir": [{"system": DATA_CLASS_SYSTEM, "code": "referral"}]},
+            "'class_fhir' is not an element of FHIR R4 JSON",
+        ),
+        (
+            {"modifierExtension": [{"url": "urn:x", "valueBoolean": True}]},
+            "element.modifierExtension: not understood",
+        ),
+    ],
+)
+def test_a_provision_the_hub_cannot_read_as_written_is_refused(
+    change: dict[str, Any], words: str, participants: Participants
+) -> None:
+    resource = consent_resource("c-p", referral_id="VERW-2026-0001", classes=("referral",))
+    resource["provision"].update(change)
+    with pytest.raises(SchakelError, match=words):
+        _parse(resource, participants)

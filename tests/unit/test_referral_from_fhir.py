@@ -97,6 +97,12 @@ def _no_contact(b: Bundle) -> None:
     patient.pop("address", None)
 
 
+def _empty_contact(b: Bundle) -> None:
+    patient = _resource(b, "Patient")
+    patient["telecom"] = [{"system": "phone", "use": "mobile"}]
+    patient.pop("address", None)
+
+
 def _no_reason(b: Bundle) -> None:
     sr = _resource(b, "ServiceRequest")
     sr.pop("reasonCode", None)
@@ -153,6 +159,26 @@ def _unknown_practice(b: Bundle) -> None:
         (_unknown_practice, "unknown-participant", "not a known participant"),
         (_no_reason, "invalid-referral", "one-line reason"),
         (_set("Patient", "birthDate", "14-03-1948"), "invalid-fhir", "birthDate"),
+        # what the hub would otherwise read as absent (FHIR: must not be processed so)
+        (_set("ServiceRequest", "doNotPerform", True), "invalid-referral", "doNotPerform"),
+        (
+            _set("ServiceRequest", "modifierExtension", [{"url": "urn:x", "valueBoolean": True}]),
+            "invalid-referral",
+            "ServiceRequest.modifierExtension: not understood",
+        ),
+        (
+            _set("Patient", "implicitRules", "urn:rules"),
+            "invalid-referral",
+            "Patient.implicitRules: not understood",
+        ),
+        # fhir.resources' uri pattern does not anchor its "no white space"
+        (
+            _set("ServiceRequest", "identifier", [{"system": "urn:oid:2.16 .1", "value": "V-1"}]),
+            "invalid-referral",
+            "a URI without spaces",
+        ),
+        # a telecom with nothing in it is no contact
+        (_empty_contact, "invalid-referral", "telecom or address"),
         # a trailing line break, which a pattern's "$" lets through in Python
         (
             _set(
