@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import RedirectResponse
 
 from schemas.errors import ConfigurationError
@@ -38,7 +38,21 @@ def create_app(context: ApiContext | None) -> FastAPI:
     async def root() -> RedirectResponse:
         return RedirectResponse("/console")
 
+    @app.middleware("http")
+    async def personal_data_is_not_cached(request: Request, call_next: Any) -> Response:
+        """Answers that may hold personal data are not kept by a browser or a proxy (a
+        shared workstation's cache); nor is the console framed by another site."""
+        response: Response = await call_next(request)
+        if request.url.path.startswith(PERSONAL_PATHS):
+            response.headers["Cache-Control"] = "no-store"
+            response.headers["X-Content-Type-Options"] = "nosniff"
+            response.headers["X-Frame-Options"] = "DENY"
+        return response
+
     return app
+
+
+PERSONAL_PATHS = ("/api/", "/fhir/", "/console")
 
 
 def openapi_document() -> dict[str, Any]:

@@ -39,6 +39,15 @@ def _client(hub: RunningHub, who: str | None) -> httpx.AsyncClient:
     return httpx.AsyncClient(base_url=hub.http_url or "", headers=headers, timeout=10)
 
 
+async def test_answers_with_personal_data_are_not_cached(hub: RunningHub) -> None:
+    async with _client(hub, "praktijk-de-linde") as practice:
+        for path in ("/api/v1/registrations", "/fhir/Task?based-on=VERW-A", "/console"):
+            answer = await practice.get(path)
+            assert answer.headers["cache-control"] == "no-store", path
+            assert answer.headers["x-frame-options"] == "DENY", path
+        assert "cache-control" not in (await practice.get("/healthz")).headers
+
+
 async def test_health_and_missing_tokens(hub: RunningHub) -> None:
     async with _client(hub, None) as anon:
         assert (await anon.get("/healthz")).json() == {"status": "ok"}
