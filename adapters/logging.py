@@ -183,9 +183,17 @@ def configure_logging(
     root.setLevel(level.upper())
     _HANDLER = handler
     _GENERATION += 1
+    adopt_library_loggers()
     # Per-message chatter of the Kafka client stays out of INFO.
-    # Libraries that bring their own handlers (FastStream does, at import) would write past
-    # the redaction: take those handlers away and let the records reach ours.
+    for chatty in ("aiokafka", "alembic"):
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))
+
+
+def adopt_library_loggers() -> None:
+    """Libraries that bring their own handlers (FastStream does, when it is imported) would
+    write past the redaction: take those handlers away and let the records reach ours.
+    `configure_logging` does it, and the hub again once it has imported FastStream (which
+    may happen after the logging was set up)."""
     for name in list(logging.root.manager.loggerDict):
         other = logging.getLogger(name)
         if other.handlers and not name.startswith("schakel"):
@@ -193,8 +201,6 @@ def configure_logging(
                 other.removeHandler(old)
             other.propagate = True
             other.setLevel(logging.NOTSET)
-    for chatty in ("aiokafka", "alembic"):
-        logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))
 
 
 class _Logger:

@@ -22,7 +22,7 @@ from adapters.broker.consumer import AssignmentTracker, ConsumerTuning
 from adapters.broker.embedded import EmbeddedBroker
 from adapters.broker.outbox import OutboxRelay, relay_producer
 from adapters.broker.watch import BrokerWatch
-from adapters.logging import get_logger
+from adapters.logging import adopt_library_loggers, get_logger
 from adapters.participants import load_participants
 from adapters.storage.store import BrokerLoss, Store
 from adapters.storage.views import Views
@@ -191,6 +191,7 @@ async def start_hub(
     clock: Callable[[], datetime] = utc_now,
 ) -> RunningHub:
     """Start everything; raises `ConfigurationError` or `BrokerError` with a clear message."""
+    adopt_library_loggers()  # FastStream, imported with this module, has a handler again
     participants = participants or load_configured_participants(settings)
     embedded: EmbeddedBroker | None = None
     cleanup: list[Callable[[], Awaitable[object]]] = []

@@ -167,3 +167,19 @@ def test_every_shape_taken_without_the_regexes_is_theirs(text: str) -> None:
         assert shape == _shape_by_the_regexes(text)
     else:
         assert not (text.isascii() and re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", text))
+
+
+def test_a_library_handler_added_after_the_setup_is_taken_away(log_capture: io.StringIO) -> None:
+    """FastStream adds its own stderr handler when it is imported, which may be after the
+    logging was set up; the hub then takes it away, so its lines are redacted too."""
+    from adapters.logging import adopt_library_loggers
+
+    library = logging.getLogger("faststream-like")
+    escaped = io.StringIO()
+    library.addHandler(logging.StreamHandler(escaped))
+    library.propagate = False
+    adopt_library_loggers()
+    library.error("patient bsn 999900018")
+    assert escaped.getvalue() == ""
+    assert "999900018" not in log_capture.getvalue()
+    assert "patient bsn" in log_capture.getvalue()
