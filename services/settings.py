@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -10,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEMO_PARTICIPANTS = Path(__file__).parent / "demo" / "participants.toml"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class HubSettings(BaseSettings):
@@ -66,6 +68,14 @@ class HubSettings(BaseSettings):
     )
     embedded_broker_port: int | None = None
     embedded_broker_log_dir: Path | None = None
+
+    @field_validator("operator_token_sha256")
+    @classmethod
+    def _a_digest(cls, value: SecretStr | None) -> SecretStr | None:
+        # The token itself pasted here would give no operator access, silently.
+        if value is not None and not _SHA256.fullmatch(value.get_secret_value().strip().lower()):
+            raise ValueError("must be the SHA-256 of the token: 64 hex digits, not the token")
+        return value
 
     @field_validator("log_level")
     @classmethod

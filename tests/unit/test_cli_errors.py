@@ -105,6 +105,11 @@ def test_a_consent_is_keyed_as_the_hub_reads_it() -> None:
         ),
         ("SCHAKEL_TIMERS_INTERVAL_SECONDS", "abc", "SCHAKEL_TIMERS_INTERVAL_SECONDS: Input"),
         ("SCHAKEL_TOPIC_PARTITIONS", "abc", "SCHAKEL_TOPIC_PARTITIONS: Input should be a valid"),
+        (
+            "SCHAKEL_OPERATOR_TOKEN_SHA256",
+            "the-token-itself",
+            "SCHAKEL_OPERATOR_TOKEN_SHA256: Value",
+        ),
     ],
 )
 @pytest.mark.parametrize("command", [["run"], ["demo"], ["init"]])

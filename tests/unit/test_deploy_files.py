@@ -224,6 +224,10 @@ def test_compose_hub_http_port_probe_and_participants(compose: dict[str, Any]) -
     assert env["SCHAKEL_HTTP_HOST"] == "0.0.0.0"
     port = int(env["SCHAKEL_HTTP_PORT"])
     assert [p["target"] for p in hub["ports"]] == [port]
+    # /metrics answers without a token: published on this host only
+    assert [p.get("host_ip") for p in hub["ports"]] == ["127.0.0.1"]
+    # longer than the hub's own drain on SIGTERM (consumers 15 s, then the outbox 10 s)
+    assert hub["stop_grace_period"] in ("30s", "30000000000")
     probe = " ".join(hub["healthcheck"]["test"])
     found = re.search(r"http://127\.0\.0\.1:(\d+)(/[\w/-]*)", probe)
     assert found, probe
