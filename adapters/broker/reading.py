@@ -23,9 +23,17 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
+from adapters.logging import get_logger
+
 READ_AHEAD = 5_000
 """Records buffered per partition before it is paused (unless it is the one wanted)."""
+STUCK_POLLS = 20
+"""Polls in a row that bring nothing at all, for any partition, after which a partition
+short of its end is taken as read (about 6 s): a broker that lost its state can acknowledge records nobody can read
+afterwards (the end offset counts them, no fetch returns them), and waiting for them would
+stall the reader, and the outbox relay's check with it, for good."""
 __all__ = ["PartitionReader", "TopicPartition", "last_records"]
+log = get_logger("schakel.broker-reading")
 
 
 class PartitionReader:
@@ -41,6 +49,7 @@ class PartitionReader:
         self.ends: dict[TopicPartition, int] = {}
         self.buffers: dict[TopicPartition, deque[ConsumerRecord[Any, Any]]] = {}
         self.exhausted: set[TopicPartition] = set()
+        self._empty: dict[TopicPartition, tuple[int, int]] = {}  # position, empty polls there
 
     async def __aenter__(self) -> PartitionReader:
         try:
@@ -105,7 +114,24 @@ class PartitionReader:
         for tp in self.buffers:
             if tp in batch or tp in full or tp in self.exhausted:
                 continue
-            if await self.consumer.position(tp) >= self.ends[tp]:
+            position = await self.consumer.position(tp)
+            if position >= self.ends[tp]:
+                self.exhausted.add(tp)
+                continue
+            if batch:  # the reader is getting somewhere: not stuck
+                self._empty.pop(tp, None)
+                continue
+            at, polls = self._empty.get(tp, (position, 0))
+            polls = polls + 1 if at == position else 1
+            self._empty[tp] = (position, polls)
+            if polls >= STUCK_POLLS:
+                log.warning(
+                    "records up to the end offset cannot be read; taking the partition as read",
+                    topic=tp.topic,
+                    partition=tp.partition,
+                    position=position,
+                    end_offset=self.ends[tp],
+                )
                 self.exhausted.add(tp)
 
     async def take(self, tp: TopicPartition, offset: int) -> ConsumerRecord[Any, Any] | None:
