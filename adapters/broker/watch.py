@@ -57,6 +57,9 @@ class BrokerWatch:
         self._unreachable_since: datetime | None = None
         self.last_good: datetime = clock()
         self.recoveries = 0
+        self._unfinished: datetime | None = None
+        """The `last_good` of a recovery that failed: finished on the next check, whether
+        or not the marker is back (another instance may have written it)."""
         self.recovered = asyncio.Event()
         """Set after each recovery (tests and operators can await it)."""
 
@@ -114,10 +117,13 @@ class BrokerWatch:
                 if self._unreachable_since is not None:
                     log.warning("broker answers again", bootstrap=self.bootstrap)
                     self._unreachable_since = None
+                if self._unfinished is not None:
+                    await self._lost(self._unfinished)
+                    continue
                 if self.marker_topic in topics:
                     self.last_good = self._clock()
                     continue
-                await self._lost()
+                await self._lost(self.last_good)
         finally:
             if admin is not None:
                 with contextlib.suppress(Exception):
@@ -146,8 +152,7 @@ class BrokerWatch:
                 error=type(exc).__name__,
             )
 
-    async def _lost(self) -> None:
-        last_good = self.last_good
+    async def _lost(self, last_good: datetime) -> None:
         log.error(
             "the broker lost its state (the hub's marker topic is gone): recovering",
             bootstrap=self.bootstrap,
@@ -160,8 +165,12 @@ class BrokerWatch:
             await self.on_lost(last_good)
             await self.mark()
         except Exception:
+            # Its consumers may be stopped already: it must be finished even when another
+            # instance has written the marker again meanwhile.
+            self._unfinished = last_good
             log.exception("recovery from the broker's loss failed; retrying on the next check")
             return
+        self._unfinished = None
         self.recoveries += 1
         self.recovered.set()
 
