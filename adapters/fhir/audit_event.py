@@ -173,11 +173,16 @@ def published(event: dict[str, Any], entry_hash: str) -> bytes:
     return orjson.dumps({**event, "extension": extension}, option=orjson.OPT_SORT_KEYS)
 
 
+def _extensions(event: Any) -> dict[str, Any]:
+    """The event's extensions by url (raises for what is no AuditEvent)."""
+    return {e["url"]: e.get("valueString") for e in event.get("extension", ())}
+
+
 def chain_fields(event: Any) -> tuple[int | None, str | None]:
     """The sequence number and previous hash written inside a canonical form, parsed (None
     for either that is not there)."""
     try:
-        extensions = {e["url"]: e.get("valueString") for e in event.get("extension", ())}
+        extensions = _extensions(event)
         seq = extensions.get(SEQ_URL)
         return (int(seq) if seq is not None else None), extensions.get(PREV_URL)
     except (AttributeError, ValueError, TypeError, KeyError):
@@ -188,8 +193,7 @@ def published_link(value: bytes | None) -> tuple[int, str] | None:
     """(sequence number, hash) of an entry's copy on the `audit` topic (`published`); None
     for a record that is not one."""
     try:
-        event = orjson.loads(value or b"")
-        extensions = {e["url"]: e.get("valueString") for e in event.get("extension", ())}
+        extensions = _extensions(orjson.loads(value or b""))
         seq, digest = extensions.get(SEQ_URL), extensions.get(HASH_URL)
         return (int(seq), str(digest)) if seq is not None and digest else None
     except (AttributeError, ValueError, TypeError, KeyError, orjson.JSONDecodeError):

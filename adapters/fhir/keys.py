@@ -21,6 +21,11 @@ def _first_identifier(resource: dict[str, Any]) -> Any:
     return _object(idents[0]).get("value") if idents else None
 
 
+def _key(value: Any) -> str | None:
+    """A value that can be a key: a non-empty string or a number."""
+    return str(value) if isinstance(value, str | int) and str(value) else None
+
+
 def key_for(logical_topic: str, data: Any) -> str:
     """Referral id for referrals, feedback and single-referral consents; else the Consent id
     (its `id`, or its first identifier's value, as the hub reads it). A field of the wrong
@@ -30,27 +35,27 @@ def key_for(logical_topic: str, data: Any) -> str:
         for entry in _array(data.get("entry")):
             resource = _object(_object(entry).get("resource"))
             if resource.get("resourceType") == "ServiceRequest":
-                value = _first_identifier(resource)
-                if isinstance(value, str | int) and str(value):
-                    return str(value)
+                key = _key(_first_identifier(resource))
+                if key is not None:
+                    return key
         raise InvalidJsonError("no ServiceRequest.identifier[0].value to use as key")
     if logical_topic in (topics.CONSENT_GRANTED, topics.CONSENT_WITHDRAWN):
         data_refs = [
             _object(_object(_object(d).get("reference")).get("identifier")).get("value")
             for d in _array(_object(data.get("provision")).get("data"))
         ]
-        refs = [r for r in data_refs if isinstance(r, str | int) and str(r)]
+        refs = [key for key in map(_key, data_refs) if key is not None]
         if len(refs) == 1:
-            return str(refs[0])
-        for consent_id in (data.get("id"), _first_identifier(data)):
-            if isinstance(consent_id, str | int) and str(consent_id):
-                return str(consent_id)
+            return refs[0]
+        for consent_id in map(_key, (data.get("id"), _first_identifier(data))):
+            if consent_id is not None:
+                return consent_id
         raise InvalidJsonError(
             "no referral reference, Consent.id or Consent.identifier[0].value to use as key"
         )
     if logical_topic == topics.FEEDBACK_RETURNED:
-        referral_id = data.get("referral_id")
-        if isinstance(referral_id, str | int) and str(referral_id):
-            return str(referral_id)
+        referral_id = _key(data.get("referral_id"))
+        if referral_id is not None:
+            return referral_id
         raise InvalidJsonError("no referral_id to use as key")
     raise InvalidJsonError(f"{logical_topic} is not an inbound topic")

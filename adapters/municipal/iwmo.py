@@ -16,10 +16,10 @@ from datetime import date, datetime
 from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 from lxml import etree
 
+from adapters.fhir.common import AMSTERDAM
 from schemas.disclosure import Disclosure
 from schemas.errors import SchakelError
 
@@ -27,7 +27,6 @@ NAMESPACE = "urn:schakel:wmo:registratie:1"
 XSD_PATH = Path(str(files("schemas") / "xsd" / "schakel-wmo-registratie.xsd"))
 XSD_VERSION = "1.0.0"
 BERICHT_CODE = "SK01"
-AMSTERDAM = ZoneInfo("Europe/Amsterdam")
 _GENDER = {"male": "1", "female": "2"}
 _HOUSE = re.compile(r"^\s*(\d{1,5})\s*([A-Za-z](?![A-Za-z]))?\s*[-\s]?\s*(.{1,4})?\s*\Z")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")

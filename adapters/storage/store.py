@@ -909,28 +909,20 @@ class Tx:
     def purge_expired(self, now: datetime) -> int:
         """Closed registrations past their retention keep their ids and timeline; the
         personal data held for them (referrals, feedback summaries, the BSN) is deleted."""
-        expired = [
-            r.registration_id
-            for r in self.conn.execute(
-                select(t.registrations.c.registration_id).where(
-                    t.registrations.c.retain_until <= now,
-                    t.REGISTRATION_HOLDS_PERSONAL_DATA,
-                )
+        rows = self.conn.execute(
+            select(t.registrations.c.registration_id, t.registrations.c.patient_bsn).where(
+                t.registrations.c.retain_until <= now,
+                t.REGISTRATION_HOLDS_PERSONAL_DATA,
             )
-        ]
+        ).all()
+        expired = [r.registration_id for r in rows]
+        patients = {r.patient_bsn for r in rows}
         if not expired:
             return 0
         referrals = t.referrals.c
         purged = set(
             self.conn.execute(
                 select(referrals.referral_id).where(referrals.registration_id.in_(expired))
-            ).scalars()
-        )
-        patients = set(
-            self.conn.execute(
-                select(t.registrations.c.patient_bsn).where(
-                    t.registrations.c.registration_id.in_(expired)
-                )
             ).scalars()
         )
         self.conn.execute(delete(t.referrals).where(referrals.registration_id.in_(expired)))

@@ -54,14 +54,21 @@ def _released_to(recipient_id: str) -> Any:
     )
 
 
-def _refers(practice_id: str) -> Any:
-    """The registration holds one of this practice's referrals (a registration, one per
-    patient x organisation, can hold referrals of several practices)."""
-    own = t.referrals.alias("own")  # not the referral a summary joins
-    return exists().where(
+def _own_referrals(practice_id: str) -> tuple[Any, tuple[Any, ...]]:
+    """The practice's referrals in the registration at hand (a registration, one per
+    patient x organisation, can hold referrals of several practices): the table, aliased
+    apart from the referral a summary joins, and the conditions."""
+    own = t.referrals.alias("own")
+    return own, (
         own.c.registration_id == t.registrations.c.registration_id,
         own.c.practice_id == practice_id,
     )
+
+
+def _refers(practice_id: str) -> Any:
+    """The registration holds one of this practice's referrals."""
+    _, conditions = _own_referrals(practice_id)
+    return exists().where(*conditions)
 
 
 def _visible(viewer: Viewer) -> Any:
@@ -83,15 +90,8 @@ def _summary_query(viewer: Viewer) -> Select[Any]:
     registration is not the viewer's to see)."""
     shown: Any = t.registrations.c.referral_id
     if viewer.kind == "gp-practice":
-        own = t.referrals.alias("own")
-        shown = (
-            select(func.min(own.c.referral_id))
-            .where(
-                own.c.registration_id == t.registrations.c.registration_id,
-                own.c.practice_id == viewer.participant_id,
-            )
-            .scalar_subquery()
-        )
+        own, conditions = _own_referrals(viewer.participant_id or "")
+        shown = select(func.min(own.c.referral_id)).where(*conditions).scalar_subquery()
     shown = shown.label("shown_referral_id")
     return (
         select(t.registrations, shown, t.referrals.c.body)
