@@ -12,7 +12,10 @@ just before the oldest pending row) and marks every pending row whose ce_id is a
 there as published, without sending it again. So a crash between the broker's
 acknowledgement and the marking, or a send that timed out after the broker took it, does
 not send a message twice; and a row is only ever marked after the broker holds it, so
-none is lost. (The embedded broker
+none is lost. Rows handed back after the broker lost its state (`Store.broker_lost`, run by
+every instance whose watch notices the loss) are checked the same way before any pass
+sends them, so one instance's recovery does not send again what the relaying instance has
+already sent to the new broker. (The embedded broker
 refuses the idempotent producer, so this cannot be left to Kafka.)
 
 Several hub instances may share one store: exactly one of them relays, the one holding the
@@ -253,6 +256,12 @@ class OutboxRelay:
             if not rows:
                 await self._mark(everything=mark_all)
                 return total
+            if any(row.check_first for row in rows):
+                # Handed back by a recovery from the broker's loss, maybe another
+                # instance's after this one sent them to the new broker: look first.
+                await self._mark(everything=True)
+                await self._reconcile()
+                continue
             futures: list[asyncio.Future[object]] = []
             for row in rows:
                 m = row.message
@@ -337,6 +346,9 @@ class OutboxRelay:
                 messages=len(marked),
                 pending=len(pending),
             )
+        not_there = [r.id for r in pending if r.check_first and r.message.message_id not in found]
+        if not_there:
+            await asyncio.to_thread(self.store.checked, not_there)
 
 
 async def _find_on_topics(

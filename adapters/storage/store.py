@@ -144,11 +144,13 @@ def _outbox_row(
     value: bytes | None,
     headers: str,
     created_at: datetime,
+    check_first: bool,
 ) -> OutboxRow:
     """From the columns of `_S.pending_outbox`, in that order."""
     return OutboxRow(
         id=row_id,
         created_at=created_at,
+        check_first=bool(check_first),
         message=OutboundMessage(
             message_id=message_id,
             topic=topic,
@@ -182,6 +184,9 @@ class OutboxRow:
     id: int
     message: OutboundMessage
     created_at: datetime = datetime.min.replace(tzinfo=UTC)
+    check_first: bool = False
+    """Handed back after the broker lost its state (`Store.broker_lost`): it may be on the
+    new broker already, so the relay looks for it on its topic before sending it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,6 +352,7 @@ class _S:
             t.outbox.c.value,
             t.outbox.c.headers,
             t.outbox.c.created_at,
+            t.outbox.c.check_first,
         )
         .where(t.outbox.c.published_at.is_(None))
         .order_by(t.outbox.c.id)
@@ -360,6 +366,7 @@ class _S:
             published_at=bindparam("published_at"),
             sent_partition=bindparam("p"),
             sent_offset=bindparam("o"),
+            check_first=False,
         )
     )
 
@@ -1316,6 +1323,20 @@ class Store:
         rows = [{"row_id": i, "p": p, "o": o, "published_at": now} for i, p, o in sent]
         self.run(lambda tx: tx.mark_published(rows), quick=quick)
 
+    def checked(self, row_ids: list[int]) -> None:
+        """The relay looked for these `check_first` rows on their topics and did not find
+        them: they are sent like any other pending row."""
+        with self.engine.begin() as conn:
+            for start in range(0, len(row_ids), 500):
+                conn.execute(
+                    update(t.outbox)
+                    .where(
+                        t.outbox.c.id.in_(row_ids[start : start + 500]),
+                        t.outbox.c.published_at.is_(None),
+                    )
+                    .values(check_first=False)
+                )
+
     def sent_positions(self, topics: list[str]) -> dict[tuple[str, int], int]:
         """The highest offset known to hold a message of ours, per topic-partition."""
         with self.engine.connect() as conn:
@@ -1339,7 +1360,13 @@ class Store:
         have come from the new, empty broker for topics it no longer had; rows published
         before are reported as lost with the broker. Every stored partition and offset
         belongs to the old broker and is forgotten, so the relay's check reads the new topics
-        by time."""
+        by time.
+
+        The rows handed back are marked `check_first`: the relay sends them only once it
+        has looked for them on the new broker. Every instance on this store runs this when
+        its own watch notices the loss, each with its own `last_good`, so one instance's
+        call can hand back rows that the relaying instance has already sent to the new
+        broker; those are found there and marked, not sent twice."""
         summary = (
             select(
                 t.outbox.c.topic,
@@ -1356,7 +1383,7 @@ class Store:
             conn.execute(
                 update(t.outbox)
                 .where(t.outbox.c.published_at >= last_good)
-                .values(published_at=None)
+                .values(published_at=None, check_first=True)
             )
             conn.execute(
                 update(t.outbox)

@@ -20,7 +20,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.sql import ColumnElement, and_, true
+from sqlalchemy.sql import ColumnElement, and_, false, true
 from sqlalchemy.types import TypeDecorator
 
 metadata = MetaData()
@@ -240,6 +240,7 @@ outbox = Table(
     Column("published_at", UtcDateTime, nullable=True),
     Column("sent_partition", Integer, nullable=True),
     Column("sent_offset", BigInteger, nullable=True),
+    Column("check_first", Boolean, nullable=False, server_default=false()),
     UniqueConstraint("message_id", name="uq_outbox_message_id"),
     Index("ix_outbox_unpublished", "published_at", "id"),
 )

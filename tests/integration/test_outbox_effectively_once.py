@@ -63,6 +63,40 @@ async def test_acknowledged_but_unmarked_rows_are_not_sent_again(
     store.dispose()
 
 
+async def test_rows_another_instances_recovery_handed_back_are_looked_for_before_sending(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """With several instances on one store, each one's watch recovers from the broker's
+    loss on its own (`Store.broker_lost`). One that notices the loss late hands back rows
+    the relaying instance has already sent to the new broker: the relay finds those on
+    their topic and marks them, and sends only what is not there."""
+    from datetime import UTC, datetime
+
+    topic, store = await relay_topic_and_store(kafka_bootstrap, tmp_path)
+    relay = OutboxRelay(store, make_producer(kafka_bootstrap, 1_048_576), bootstrap=kafka_bootstrap)
+    await relay.producer.start()
+    on_new_broker = [_message(topic, i) for i in range(6)]
+    store.run(lambda tx: [tx.add_outbox(m) for m in on_new_broker])
+    assert await relay.publish_pending() == 6  # the relaying instance, after its recovery
+    gone = [_message(topic, i) for i in range(6, 8)]  # acknowledged by a broker now gone
+    store.run(lambda tx: [tx.add_outbox(m) for m in gone])
+    store.mark_published([(row.id, None, None) for row in store.pending_outbox()])
+
+    loss = store.broker_lost(datetime(2026, 1, 1, tzinfo=UTC))  # the late instance
+    assert loss.requeued == {topic: 8}
+    store.run(lambda tx: tx.add_outbox(_message(topic, 8)))
+    sent = await relay.publish_pending()
+    await relay.producer.stop()
+
+    assert relay.reconciled_total == 6, "found on the new broker, marked, not sent again"
+    assert sent == 3
+    assert store.pending_outbox() == []
+    async with TopicReader(kafka_bootstrap, topic) as reader:
+        on_topic = Counter(dict(r.headers)["ce_id"].decode() for r in await reader.everything())
+    assert on_topic == Counter({f"id-{i}": 1 for i in range(9)})
+    store.dispose()
+
+
 async def test_a_store_locked_by_another_writer_delays_the_marking_not_the_event_loop(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
