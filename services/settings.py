@@ -59,6 +59,12 @@ class HubSettings(BaseSettings):
     session_secret: SecretStr | None = Field(
         default=None, description="signs console sessions; unset: a random one per process"
     )
+    session_cookie_secure: bool = Field(
+        default=True,
+        description="console session cookies go only over HTTPS (browsers send them to "
+        "http://localhost and 127.0.0.1 too); false only for a console served over plain HTTP "
+        "to another host",
+    )
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"
     broker_watch_seconds: float = Field(

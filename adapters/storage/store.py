@@ -37,7 +37,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from adapters.storage import tables as t
 from adapters.storage.direct import Direct, answers_now, pipelined
@@ -1493,6 +1493,23 @@ class Store:
     def ping(self) -> None:
         with self.engine.connect() as conn:
             conn.execute(select(1))
+
+    # --- console sessions --------------------------------------------------------------
+    def end_session(self, session_id: str, expires: datetime) -> None:
+        """A console session signed out: its cookie is refused from now on, until it would
+        have expired anyway (then its row goes, with the other expired ones)."""
+        ended = t.ended_sessions
+        with contextlib.suppress(IntegrityError), self.engine.begin() as conn:
+            conn.execute(delete(ended).where(ended.c.ends_at < self._now()))
+            if conn.execute(select(1).where(ended.c.session_id == session_id)).first() is None:
+                conn.execute(insert(ended).values(session_id=session_id, ends_at=expires))
+            # IntegrityError: signed out at the same moment through another instance
+
+    def session_ended(self, session_id: str) -> bool:
+        ended = t.ended_sessions
+        with self.engine.connect() as conn:
+            query = select(1).where(ended.c.session_id == session_id)
+            return conn.execute(query).first() is not None
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -288,3 +288,10 @@ processing_log = Table(
     Column("offset", BigInteger, nullable=False),
     Column("timestamp_ms", BigInteger, nullable=True),
 )
+
+ended_sessions = Table(
+    "ended_sessions",
+    metadata,
+    Column("session_id", String(32), primary_key=True),
+    Column("ends_at", UtcDateTime, nullable=False, index=True),
+)

@@ -1,6 +1,8 @@
 """Bearer tokens (CONTRACT §9): only their SHA-256 is configured; comparison is constant
 time and always runs over every known token, so timing does not tell which one matched
-or how far a guess got. Console sessions are HMAC-signed cookies."""
+or how far a guess got. Console sessions are HMAC-signed cookies, each with an id of its
+own: signing out records the id in the store (`Store.end_session`), and every instance
+refuses the cookie from then on, a copy of it included."""
 
 from __future__ import annotations
 
@@ -8,11 +10,20 @@ import hashlib
 import hmac
 import secrets
 import time
+from dataclasses import dataclass
 
 from schemas.access import Viewer
 from schemas.participants import Participants
 
 SESSION_SECONDS = 8 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    viewer: Viewer
+    session_id: str
+    expires: int
+    """Unix seconds."""
 
 
 class Authenticator:
@@ -51,16 +62,19 @@ class Authenticator:
 
     def session_for(self, viewer: Viewer, now: float | None = None) -> str:
         expires = int((now or time.time()) + SESSION_SECONDS)
-        payload = f"{viewer.name}|{expires}"
+        payload = f"{viewer.name}|{expires}|{secrets.token_hex(16)}"
         return f"{payload}|{self._sign(payload)}"
 
-    def from_session(self, cookie: str | None, now: float | None = None) -> Viewer | None:
-        if not cookie or cookie.count("|") != 2:
+    def from_session(self, cookie: str | None, now: float | None = None) -> Session | None:
+        """The session a cookie signed here names, unexpired and of a known viewer; whether
+        it was signed out is the store's to say (`Store.session_ended`)."""
+        if not cookie or cookie.count("|") != 3:
             return None
-        name, expires, signature = cookie.split("|")
-        expected = self._sign(f"{name}|{expires}").encode()
+        name, expires, session_id, signature = cookie.split("|")
+        expected = self._sign(f"{name}|{expires}|{session_id}").encode()
         if not hmac.compare_digest(expected, signature.encode("utf-8", "replace")):
             return None
         if not expires.isdigit() or int(expires) < (now or time.time()):
             return None
-        return self._by_name.get(name)
+        viewer = self._by_name.get(name)
+        return Session(viewer, session_id, int(expires)) if viewer is not None else None

@@ -5,6 +5,8 @@ an audited access."""
 
 from __future__ import annotations
 
+import asyncio
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,7 +15,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from schemas.access import Viewer
-from services.api.auth import SESSION_SECONDS
+from services.api.auth import SESSION_SECONDS, Session
 from services.api.context import ApiContext
 
 COOKIE = "schakel_session"
@@ -25,8 +27,20 @@ def _ctx(request: Request) -> ApiContext:
     return request.app.state.context  # type: ignore[no-any-return]
 
 
-def _signed_in(request: Request) -> Viewer | None:
-    return _ctx(request).auth.from_session(request.cookies.get(COOKIE))
+async def _signed_in(request: Request) -> Viewer | None:
+    session = await _session(request)
+    return session.viewer if session is not None else None
+
+
+async def _session(request: Request) -> Session | None:
+    """The signed-in session, unless it was signed out (on any instance: the store says)."""
+    ctx = _ctx(request)
+    session = ctx.auth.from_session(request.cookies.get(COOKIE))
+    if session is None:
+        return None
+    if await asyncio.to_thread(ctx.hub.store.session_ended, session.session_id):
+        return None
+    return session
 
 
 def _page(
@@ -62,14 +76,25 @@ async def login(request: Request, token: Annotated[str, Form(max_length=200)] = 
         max_age=SESSION_SECONDS,
         httponly=True,
         samesite="strict",
+        secure=_ctx(request).hub.settings.session_cookie_secure,
     )
     return response
 
 
 @router.post("/logout")
-async def logout() -> RedirectResponse:
+async def logout(request: Request) -> RedirectResponse:
+    """Ends the session for good: its cookie, or a copy of it, no longer signs anyone in."""
+    session = await _session(request)
+    if session is not None:
+        ends = datetime.fromtimestamp(session.expires, UTC)
+        await asyncio.to_thread(_ctx(request).hub.store.end_session, session.session_id, ends)
     response = RedirectResponse("/console/login", status_code=303)
-    response.delete_cookie(COOKIE)
+    response.delete_cookie(
+        COOKIE,
+        httponly=True,
+        samesite="strict",
+        secure=_ctx(request).hub.settings.session_cookie_secure,
+    )
     return response
 
 
@@ -77,7 +102,7 @@ async def logout() -> RedirectResponse:
 async def registrations(
     request: Request, status: str | None = None, overdue: bool | None = None
 ) -> Response:
-    viewer = _signed_in(request)
+    viewer = await _signed_in(request)
     if viewer is None:
         return RedirectResponse("/console/login", status_code=303)
     ctx = _ctx(request)
@@ -92,7 +117,7 @@ async def registrations(
 
 @router.get("/registrations/{registration_id}", response_class=HTMLResponse, response_model=None)
 async def registration(request: Request, registration_id: str) -> Response:
-    viewer = _signed_in(request)
+    viewer = await _signed_in(request)
     if viewer is None:
         return RedirectResponse("/console/login", status_code=303)
     ctx = _ctx(request)
@@ -106,7 +131,7 @@ async def registration(request: Request, registration_id: str) -> Response:
 
 @router.get("/dead-letters", response_class=HTMLResponse, response_model=None)
 async def dead_letters(request: Request) -> Response:
-    viewer = _signed_in(request)
+    viewer = await _signed_in(request)
     if viewer is None:
         return RedirectResponse("/console/login", status_code=303)
     ctx = _ctx(request)

@@ -132,6 +132,36 @@ async def test_bad_moments_and_cookies_are_refused_not_server_errors(hub: Runnin
             assert "<h1>Registraties</h1>" not in answer.text  # not signed in
 
 
+async def test_a_signed_out_session_cookie_no_longer_signs_in_even_copied(
+    hub: RunningHub,
+) -> None:
+    """The session cookie is HttpOnly, SameSite=Strict and Secure; signing out ends the
+    session in the store, so a copy of the cookie taken before is refused from then on."""
+    async with _client(hub, None) as browser:
+        signed_in = await browser.post("/console/login", data={"token": token("praktijk-de-linde")})
+        assert signed_in.status_code == 303
+        set_cookie = signed_in.headers["set-cookie"]
+        attributes = {a.strip().split("=")[0].lower() for a in set_cookie.split(";")[1:]}
+        assert {"httponly", "secure", "samesite", "max-age"} <= attributes, set_cookie
+        cookie = set_cookie.split(";")[0]  # "schakel_session=..."
+        copied = {"Cookie": cookie}
+
+        page = await browser.get("/console", headers=copied)
+        assert "<h1>Registraties</h1>" in page.text
+        other = await browser.post("/console/login", data={"token": token("praktijk-het-anker")})
+        other_cookie = {"Cookie": other.headers["set-cookie"].split(";")[0]}
+
+        signed_out = await browser.post("/console/logout", headers=copied)
+        assert signed_out.status_code == 303
+        assert signed_out.headers["location"] == "/console/login"
+
+        again = await browser.get("/console", headers=copied)
+        assert again.status_code == 303 and again.headers["location"] == "/console/login"
+        assert (await browser.post("/console/logout", headers=copied)).status_code == 303
+        still = await browser.get("/console", headers=other_cookie)
+        assert "<h1>Registraties</h1>" in still.text, "another session stays signed in"
+
+
 async def test_dead_letters_for_operators(hub: RunningHub) -> None:
     await send_referral(hub, "VERW-BAD", bsn="123456789")
     await hub.relay.publish_pending()
