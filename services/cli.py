@@ -144,6 +144,12 @@ def init() -> None:
         err.print(
             f"[yellow]warning[/]: {name} has {actual} partitions, not {wanted}; it is kept as it is"
         )
+    for name, key, wanted, actual in report.config_too_low:
+        err.print(
+            f"[yellow]warning[/]: {name} has {key}={actual}, lower than the {wanted} the hub "
+            f"needs for large dead letters; raise it: kafka-configs --alter --entity-type topics "
+            f"--entity-name {name} --add-config {key}={wanted}"
+        )
     console.print(
         f"{len(specs)} topics ready ({len(report.created)} created, "
         f"{len(report.existing)} already there); store {hub.store.dialect} migrated"

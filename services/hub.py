@@ -20,7 +20,7 @@ from adapters.broker.admin import ClusterInfo, TopicReport, TopicSpec, cluster_i
 from adapters.broker.client import Sender
 from adapters.broker.consumer import AssignmentTracker, ConsumerTuning
 from adapters.broker.embedded import EmbeddedBroker
-from adapters.broker.outbox import OutboxRelay, relay_producer
+from adapters.broker.outbox import OutboxRelay, largest_outbound, relay_producer
 from adapters.broker.watch import BrokerWatch
 from adapters.logging import adopt_library_loggers, get_logger
 from adapters.participants import load_participants
@@ -58,7 +58,18 @@ def topic_specs(
             names.append(topics.his_feedback(p.id))
         elif p.kind == "municipality" and p.cbs_code:
             names.append(topics.wmo_registrations(p.cbs_code))
-    specs = [TopicSpec(n, settings.topic_partitions, settings.replication_factor) for n in names]
+    # A dead letter is an inbound record with headers added: its topic must take more than
+    # the broker's default (Apache Kafka: about 1 MB) for an inbound record near that size.
+    dead_letter_room = (("max.message.bytes", largest_outbound(settings.max_message_bytes)),)
+    specs = [
+        TopicSpec(
+            n,
+            settings.topic_partitions,
+            settings.replication_factor,
+            dead_letter_room if n == topics.dead_letter else (),
+        )
+        for n in names
+    ]
     return [*specs, TopicSpec(topics.hub_epoch, 1, settings.replication_factor)]
 
 
@@ -305,6 +316,15 @@ async def start_hub(
 def _warn_partition_mismatch(report: TopicReport, message: str) -> None:
     for name, wanted, actual in report.partition_mismatch:
         log.warning(message, topic=name, wanted=wanted, actual=actual)
+    for name, key, wanted, actual in report.config_too_low:
+        log.warning(
+            "topic config lower than the hub needs: the broker may refuse a dead letter of "
+            "an inbound record near its size (raise it with kafka-configs --alter)",
+            topic=name,
+            config=key,
+            wanted=wanted,
+            actual=actual,
+        )
 
 
 def _consumers(

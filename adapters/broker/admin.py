@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
 TOPIC_ALREADY_EXISTS = 36
@@ -26,6 +27,10 @@ class TopicSpec:
     name: str
     partitions: int
     replication_factor: int = 1
+    min_configs: tuple[tuple[str, int], ...] = ()
+    """Numeric topic configs set at creation, e.g. `max.message.bytes`; an existing topic
+    with a lower value is reported (`TopicReport.config_too_low`), not changed (not every
+    broker can alter a topic's config: BROKER.md)."""
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,7 @@ class TopicReport:
     created: tuple[str, ...]
     existing: tuple[str, ...]
     partition_mismatch: tuple[tuple[str, int, int], ...]  # name, wanted, actual
+    config_too_low: tuple[tuple[str, str, int, int], ...] = ()  # name, key, wanted, actual
 
 
 @dataclass(frozen=True)
@@ -80,7 +86,15 @@ async def ensure_topics(
     try:
         await asyncio.wait_for(admin.start(), timeout_ms / 1000)
         response = await admin.create_topics(
-            [NewTopic(s.name, s.partitions, s.replication_factor) for s in wanted.values()],
+            [
+                NewTopic(
+                    s.name,
+                    s.partitions,
+                    s.replication_factor,
+                    topic_configs={key: str(value) for key, value in s.min_configs},
+                )
+                for s in wanted.values()
+            ],
             timeout_ms=timeout_ms,
         )
         created, existing = [], []
@@ -94,6 +108,9 @@ async def ensure_topics(
                 message = error[2] if len(error) > 2 and error[2] else f"error code {code}"
                 raise BrokerError(f"cannot create topic {name}: {message}")
         described = await admin.describe_topics(list(wanted))
+        too_low = await _configs_too_low(
+            admin, [wanted[name] for name in existing if wanted[name].min_configs]
+        )
     except KafkaConnectionError:
         raise BrokerError(f"no Kafka broker answers at {bootstrap}") from None
     finally:
@@ -104,7 +121,35 @@ async def ensure_topics(
         actual = len(topic.get("partitions") or ())
         if spec is not None and actual != spec.partitions:
             mismatch.append((spec.name, spec.partitions, actual))
-    return TopicReport(tuple(sorted(created)), tuple(sorted(existing)), tuple(mismatch))
+    return TopicReport(
+        tuple(sorted(created)), tuple(sorted(existing)), tuple(mismatch), tuple(too_low)
+    )
+
+
+async def _configs_too_low(
+    admin: AIOKafkaAdminClient, specs: list[TopicSpec]
+) -> list[tuple[str, str, int, int]]:
+    """(topic, key, wanted, actual) for each existing topic's config below its spec's. A
+    config the broker does not report (the embedded one reports only those set) is left
+    out: its value is the broker's default, unknown here."""
+    if not specs:
+        return []
+    responses = await admin.describe_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, s.name) for s in specs]
+    )
+    actual: dict[tuple[str, str], str] = {}
+    for response in responses:
+        for resource in response.resources:
+            name, entries = resource[3], resource[4]
+            for entry in entries:
+                actual[(name, entry[0])] = entry[1]
+    low = []
+    for spec in specs:
+        for key, value in spec.min_configs:
+            found = actual.get((spec.name, key))
+            if found is not None and found.isdigit() and int(found) < value:
+                low.append((spec.name, key, value, int(found)))
+    return low
 
 
 async def delete_topics(bootstrap: str, names: Iterable[str], timeout_ms: int = 15_000) -> None:

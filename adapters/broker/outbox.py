@@ -93,7 +93,14 @@ def make_producer(bootstrap: str, max_request_size: int) -> AIOKafkaProducer:
 def relay_producer(bootstrap: str, max_message_bytes: int) -> AIOKafkaProducer:
     """The relay's producer: room for the largest outbound message the hub may build from an
     inbound one of `max_message_bytes` (twice its size, plus headers)."""
-    return make_producer(bootstrap, max(1_048_576, max_message_bytes * 2 + 65_536))
+    return make_producer(bootstrap, largest_outbound(max_message_bytes))
+
+
+def largest_outbound(max_message_bytes: int) -> int:
+    """The largest record the hub writes: a dead letter carries an inbound record of up to
+    `max_message_bytes` with headers added, so room for twice that and 64 KiB. The
+    dead-letter topic is created to take it (`max.message.bytes`, services.hub.topic_specs)."""
+    return max(1_048_576, max_message_bytes * 2 + 65_536)
 
 
 class OutboxRelay:
@@ -282,9 +289,12 @@ class OutboxRelay:
                 if isinstance(result, MessageSizeTooLargeError):
                     # Permanent: the broker will never take it. Say so; do not block the rest.
                     log.error(
-                        "outbound message refused as too large; not sent",
+                        "outbound message refused as too large; not sent. Raise the topic's "
+                        "max.message.bytes, then `schakel outbox requeue --since MOMENT "
+                        "--topic TOPIC` sends it (a dead letter stays in `schakel dlq list`)",
                         message_id=row.message.message_id,
                         topic=row.message.topic,
+                        size=len(row.message.value or b""),
                     )
                     done.append((row, None))
                 elif isinstance(result, BaseException):

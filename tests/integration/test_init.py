@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 import sqlalchemy
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from services.settings import DEMO_PARTICIPANTS
 from tests.integration.helpers import unique_prefix
@@ -113,6 +114,48 @@ async def test_init_creates_every_topic_and_migrates_the_store(
         await _topics(kafka_bootstrap, prefix)
         == dict.fromkeys(DEMO_TOPICS | {"welfare.welzijn-midden-drenthe.referrals"}, 2) | MARKER
     )
+
+
+async def _config(bootstrap: str, topic: str, key: str) -> str | None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        [response] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+    finally:
+        await admin.close()
+    [resource] = response.resources
+    return next((entry[1] for entry in resource[4] if entry[0] == key), None)
+
+
+async def test_the_dead_letter_topic_takes_an_inbound_record_with_headers_added(
+    kafka_bootstrap: str, store_url: str
+) -> None:
+    """A dead letter is an inbound record of up to SCHAKEL_MAX_MESSAGE_BYTES plus headers:
+    its topic is created to take twice that and 64 KiB (Apache Kafka's default, about 1 MB,
+    refused one near the limit). An existing topic set lower is reported, not changed."""
+    prefix = unique_prefix()
+    done = _init(kafka_bootstrap, store_url, prefix, DEMO_PARTICIPANTS)
+    assert done.returncode == 0, done.stdout + done.stderr
+    wanted = str(2 * 1_000_000 + 65_536)
+    assert await _config(kafka_bootstrap, f"{prefix}dead-letter", "max.message.bytes") == wanted
+    assert await _config(kafka_bootstrap, f"{prefix}audit", "max.message.bytes") is None
+    assert "warning" not in done.stderr
+
+    older = unique_prefix()
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [NewTopic(f"{older}dead-letter", 2, 1, topic_configs={"max.message.bytes": "1048588"})]
+        )
+    finally:
+        await admin.close()
+    again = _init(kafka_bootstrap, store_url, older, DEMO_PARTICIPANTS)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"{older}dead-letter has max.message.bytes=1048588, lower than the {wanted}" in " ".join(
+        again.stderr.split()
+    )
+    assert await _config(kafka_bootstrap, f"{older}dead-letter", "max.message.bytes") == "1048588"
 
 
 async def test_init_with_a_bad_participants_file_creates_nothing(
