@@ -35,9 +35,24 @@ def say(text: str) -> None:
 def ensure_venv() -> None:
     if sys.version_info < (3, 11):
         sys.exit(f"[dev] Python 3.11 or newer is needed; this is {sys.version.split()[0]}")
+    if (BIN / "python").exists() and not STAMP.exists() and not _has_pip():
+        sys.exit(
+            f"[dev] the virtualenv {VENV} has no pip (an earlier attempt failed half-way?): "
+            f"remove it (rm -r {VENV}) and run this again"
+        )
     if not (BIN / "python").exists():
         say(f"creating virtualenv {VENV}")
-        venv.EnvBuilder(with_pip=True).create(VENV)
+        fresh = not VENV.exists()
+        try:
+            venv.EnvBuilder(with_pip=True).create(VENV)
+        except (subprocess.CalledProcessError, OSError) as exc:
+            if fresh:  # nothing half-made left for the next run to trip over
+                shutil.rmtree(VENV, ignore_errors=True)
+            sys.exit(
+                f"[dev] cannot create the virtualenv {VENV}: {exc}. Its pip comes from "
+                "Python's ensurepip, which Debian and Ubuntu ship apart: "
+                "apt-get install python3-venv (or python3.11-venv), then run this again"
+            )
     wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
     if STAMP.exists() and STAMP.read_text().strip() == wanted:
         return
@@ -58,6 +73,17 @@ def ensure_venv() -> None:
         check=True,
     )
     STAMP.write_text(wanted)
+
+
+def _has_pip() -> bool:
+    return (
+        subprocess.run(
+            [str(BIN / "python"), "-m", "pip", "--version"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        ).returncode
+        == 0
+    )
 
 
 def ensure_chromium() -> None:
