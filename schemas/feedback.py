@@ -6,15 +6,21 @@ Its JSON Schema is exported to `schemas/generated/welfare-feedback.schema.json`.
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
-from schemas.identifiers import ParticipantId
+from schemas.identifiers import ParticipantId, bsn_valid
 
 SUMMARY_MAX = 280
-# Anything that looks like a BSN: nine digits, also written with dots, spaces or dashes.
+# Nine digits, also written with dots, spaces or dashes: a BSN when they pass the 11-proef
+# (a date and a time such as "1-03-2027 10:00" can make nine digits too).
 _BSN_LIKE = re.compile(r"(?<![0-9])[0-9](?:[ .\-]?[0-9]){8}(?![0-9])")
+# RFC 3339 section 5.6 date-time (second 60 is a leap second); a time zone is required.
+RFC3339 = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+_RFC3339 = re.compile(RFC3339.removesuffix("$") + r"\Z")
 
 
 class FeedbackStatus(StrEnum):
@@ -55,16 +61,34 @@ class WelfareFeedback(BaseModel):
     referral_id: str = Field(min_length=1, max_length=64)
     organisation: ParticipantId = Field(description="the sender's participant id")
     status: FeedbackStatus
-    occurred_at: AwareDatetime = Field(description="RFC 3339 with a time zone")
+    occurred_at: AwareDatetime = Field(
+        description="RFC 3339 with a time zone", json_schema_extra={"pattern": RFC3339}
+    )
     summary: str = Field(
         default="",
         max_length=SUMMARY_MAX,
         description="at most 280 characters; no diagnoses, no BSN",
     )
 
+    @field_validator("occurred_at", mode="before")
+    @classmethod
+    def _rfc3339(cls, value: Any) -> Any:
+        """Only RFC 3339 text (pydantic alone also reads Unix seconds, as a number or in a
+        string, and a space for the T). A leap second is read as the last microsecond of
+        its minute: Python's datetime has no second 60."""
+        if isinstance(value, datetime):  # built in code, not read from JSON
+            return value
+        if not isinstance(value, str) or not _RFC3339.match(value):
+            raise ValueError("must be an RFC 3339 date-time with a time zone")
+        if value[17:19] == "60":
+            rest = value[19:].lstrip(".0123456789")
+            value = f"{value[:17]}59.999999{rest}"
+        return value
+
     @field_validator("summary")
     @classmethod
     def _no_bsn(cls, value: str) -> str:
-        if _BSN_LIKE.search(value):
-            raise ValueError("the summary contains a number that looks like a BSN")
+        for match in _BSN_LIKE.finditer(value):
+            if bsn_valid(re.sub(r"[^0-9]", "", match.group(0))):
+                raise ValueError("the summary contains a number that looks like a BSN")
         return value

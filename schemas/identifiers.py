@@ -10,7 +10,7 @@ import functools
 import re
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, GetCoreSchemaHandler, StringConstraints
+from pydantic import AfterValidator, GetCoreSchemaHandler, StringConstraints, WithJsonSchema
 from pydantic_core import PydanticCustomError, core_schema
 
 BSN_SYSTEM = "http://fhir.nl/fhir/NamingSystem/bsn"
@@ -83,7 +83,16 @@ def _check(pattern: re.Pattern[str], what: str) -> AfterValidator:
     return AfterValidator(check)
 
 
-Agb = Annotated[str, _check(_AGB, "an 8-digit AGB code")]
-CbsCode = Annotated[str, _check(_CBS, "a 4-digit CBS municipality code")]
-ParticipantId = Annotated[str, _check(_PARTICIPANT_ID, "a slug of 2-40 characters a-z, 0-9, -")]
+def _exported(pattern: re.Pattern[str]) -> WithJsonSchema:
+    """The same rule in the exported JSON Schema (ECMA-262: `$` is the end there)."""
+    return WithJsonSchema({"type": "string", "pattern": pattern.pattern.replace("\\Z", "$")})
+
+
+Agb = Annotated[str, _check(_AGB, "an 8-digit AGB code"), _exported(_AGB)]
+CbsCode = Annotated[str, _check(_CBS, "a 4-digit CBS municipality code"), _exported(_CBS)]
+ParticipantId = Annotated[
+    str,
+    _check(_PARTICIPANT_ID, "a slug of 2-40 characters a-z, 0-9, -"),
+    _exported(_PARTICIPANT_ID),
+]
 Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]

@@ -47,6 +47,10 @@ def test_reads_valid_feedback() -> None:
         ({"summary": "nummer 9999.00.018"}, "looks like a BSN"),
         ({"status": "happy"}, "status"),
         ({"occurred_at": "2026-12-04T15:30:00"}, "occurred_at"),
+        ({"occurred_at": 1764583200}, "RFC 3339"),  # pydantic alone reads Unix seconds
+        ({"occurred_at": "1764583300"}, "RFC 3339"),
+        ({"occurred_at": "2026-12-02 10:00+01:00"}, "RFC 3339"),
+        ({"occurred_at": "2026-02-30T10:00:00Z"}, "occurred_at"),
         ({"organisation": "Not A Slug"}, "organisation"),
         ({"diagnosis": "P03"}, "diagnosis"),
     ],
@@ -57,6 +61,30 @@ def test_refuses_bad_feedback_with_a_reason(fields: dict[str, object], words: st
     assert info.value.reason == "invalid-feedback"
     assert words in info.value.detail
     assert "999900018" not in info.value.detail
+
+
+@pytest.mark.parametrize(
+    "summary",
+    [
+        "Huisbezoek gepland op 1-03-2027 10:00 uur",  # nine digits, not a BSN (11-proef)
+        "Bel terug op 0612345678",  # ten digits
+        "Dossier 123456789 bij de schuldhulp",  # nine digits failing the 11-proef
+    ],
+)
+def test_numbers_that_are_no_bsn_are_fine_in_a_summary(summary: str) -> None:
+    assert feedback_from_bytes(_raw(summary=summary)).summary == summary
+
+
+@pytest.mark.parametrize(
+    ("moment", "read"),
+    [
+        ("2016-12-31T23:59:60Z", datetime(2016, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)),
+        ("2016-12-31t23:59:60.25z", datetime(2016, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)),
+        ("2026-12-04T14:30:00.5Z", datetime(2026, 12, 4, 14, 30, 0, 500000, tzinfo=UTC)),
+    ],
+)
+def test_rfc3339_moments_a_leap_second_included(moment: str, read: datetime) -> None:
+    assert feedback_from_bytes(_raw(occurred_at=moment)).occurred_at == read
 
 
 def test_280_characters_are_fine() -> None:
@@ -159,3 +187,38 @@ def test_feedback_schema_is_exported() -> None:
     schema = json.loads((GENERATED / "welfare-feedback.schema.json").read_text())
     assert schema["properties"]["summary"]["maxLength"] == 280
     assert set(schema["required"]) == {"referral_id", "organisation", "status", "occurred_at"}
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {},
+        {"occurred_at": "2016-12-31T23:59:60Z"},
+        {"occurred_at": "2026-12-04t15:30:00.123z"},
+        {"summary": "Huisbezoek gepland op 1-03-2027 10:00 uur"},
+        {"occurred_at": 1764583200},
+        {"occurred_at": "1764583300"},
+        {"occurred_at": "2026-12-02 10:00+01:00"},
+        {"occurred_at": "2026-12-04T15:30:00"},
+        {"organisation": "Welzijn Hoogeveen"},
+        {"organisation": "w"},
+        {"status": "happy"},
+        {"summary": "y" * 281},
+        {"extra": 1},
+    ],
+)
+def test_the_exported_schema_and_the_hub_agree_on_feedback(fields: dict[str, object]) -> None:
+    """What a welfare organisation checks against the published schema (formats included)
+    is what the hub accepts, and the other way round. (The 11-proef on the summary is the
+    one rule a JSON Schema cannot say; its description names it.)"""
+    import jsonschema_rs
+
+    schema = json.loads((GENERATED / "welfare-feedback.schema.json").read_text())
+    validator = jsonschema_rs.validator_for(schema, validate_formats=True)
+    body = orjson.loads(_raw(**fields))
+    try:
+        feedback_from_bytes(orjson.dumps(body))
+        hub_accepts = True
+    except SchakelError:
+        hub_accepts = False
+    assert validator.is_valid(body) == hub_accepts
