@@ -35,8 +35,17 @@ _EXT_HOUSE_SUFFIX = (
     "http://hl7.org/fhir/StructureDefinition/iso21090-ADXP-buildingNumberSuffix",
     "http://hl7.org/fhir/StructureDefinition/iso21090-ADXP-additionalLocator",
 )
-_LINE = re.compile(r"^(?P<street>.*?\D)\s*(?P<number>\d+\s*[A-Za-z0-9 -]{0,8})\Z")
-_NL_POSTCODE = re.compile(r"^\s*([1-9][0-9]{3})\s*([A-Za-z]{2})\s*\Z")
+# An address line's house number: the last number in it (a street name can hold numbers:
+# "Plein 1940-1945 12", "Laan van 1813 4"), with what follows it ("12-3hg", "12 A bis",
+# "12 boven", "7 - 2"), written apart from the street or against it ("Kerkstraat12").
+_LINE = re.compile(
+    r"^(?P<street>.*?(?:[^\d\s](?=\d)|\S(?=\s)))\s*"
+    r"(?P<number>\d[A-Za-z0-9]*(?:\s*-\s*[A-Za-z0-9]+)?(?:\s+[A-Za-z]{1,8}){0,2})\Z"
+)
+_LINE_MAX = 120
+"""Longer lines are not split (no Dutch street name comes near; the match's cost grows with
+the square of the length)."""
+_NL_POSTCODE = re.compile(r"^\s*([1-9][0-9]{3})\s*-?\s*([A-Za-z]{2})\s*\Z")
 
 
 class BundleIndex:
@@ -125,7 +134,8 @@ def _address(patient: Json, participants: Participants) -> PostalAddress | None:
         if number and suffix:
             number = f"{number}{'' if suffix[:1].isalpha() else ' '}{suffix}"
     if street is None and lines:
-        match = _LINE.match(lines[0].strip())
+        line = lines[0].strip()
+        match = _LINE.match(line) if len(line) <= _LINE_MAX else None
         street, number = (
             (match["street"].strip(), match["number"].strip()) if match else (lines[0], None)
         )

@@ -48,6 +48,39 @@ def test_reads_everything_the_hub_uses(participants: Participants) -> None:
     assert route(referral, participants).id == "welzijn-hoogeveen"
 
 
+@pytest.mark.parametrize(
+    ("line", "street", "number"),
+    [
+        ("Kerkstraat 12 A bis", "Kerkstraat", "12 A bis"),
+        ("Kerkstraat 12-3hg", "Kerkstraat", "12-3hg"),
+        ("Kerkstraat 12 boven", "Kerkstraat", "12 boven"),
+        ("Kerkstraat12", "Kerkstraat", "12"),
+        ("Straat 7 - 2", "Straat", "7 - 2"),
+        ("Plein 1940-1945 12", "Plein 1940-1945", "12"),  # numbers in the street's name
+        ("Laan van 1813 4", "Laan van 1813", "4"),
+        ("2e Hugo de Grootstraat 3", "2e Hugo de Grootstraat", "3"),
+        ("Kerkstraat", "Kerkstraat", None),
+        ("1a" * 100 + " -", "1a" * 100 + " -", None),  # too long to split: as it is
+    ],
+)
+def test_an_address_lines_house_number_is_its_last_number(
+    participants: Participants, line: str, street: str, number: str | None
+) -> None:
+    bundle = referral_bundle("VERW-T-2")
+    _resource(bundle, "Patient")["address"][0]["line"] = [line]
+    address = _parse(bundle, participants).client.address
+    assert address is not None
+    assert (address.street, address.house_number) == (street, number)
+
+
+@pytest.mark.parametrize("code", ["7901AB", "7901 ab", "7901-AB", " 7901 - AB "])
+def test_a_dutch_postcode_is_written_1234_AB(participants: Participants, code: str) -> None:
+    bundle = referral_bundle("VERW-T-3")
+    _resource(bundle, "Patient")["address"][0]["postalCode"] = code
+    address = _parse(bundle, participants).client.address
+    assert address is not None and address.postal_code == "7901 AB"
+
+
 def test_performer_wins_over_municipality(participants: Participants) -> None:
     referral = _parse(referral_bundle(performer_ura="23456789"), participants)
     assert referral.performer_id == "welzijn-de-wolden"
