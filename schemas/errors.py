@@ -89,5 +89,26 @@ class StoreRejectedError(SchakelError):
     reason = "store-rejected"
 
 
+DEAD_LETTER_REASONS = (
+    "invalid-json",
+    "invalid-fhir",
+    "invalid-referral",
+    "invalid-consent",
+    "invalid-bsn",
+    "invalid-agb",
+    "unknown-participant",
+    "no-recipient",
+    "not-authorised",
+    "referral-conflict",
+    "invalid-feedback",
+    "too-large",
+    "invalid-output",
+    "internal-error",
+    "store-rejected",
+)
+"""Every `schakel-error-reason` the hub writes (exported in the AsyncAPI document; a test
+holds it to the errors' own codes)."""
+
+
 class ConfigurationError(Exception):
     """Bad settings or participants file: the hub refuses to start."""

@@ -27,6 +27,7 @@ from adapters.broker.consumer import AssignmentTracker, ConsumerTuning
 from adapters.participants import load_participants
 from adapters.storage.store import Store
 from schemas import topics as names
+from schemas.errors import DEAD_LETTER_REASONS
 from schemas.feedback import WelfareFeedback
 from schemas.notices import ContactReminder, ReferralRevokedNotice
 from schemas.topics import Header, Topics, ce_type
@@ -288,7 +289,10 @@ HEADER_SCHEMAS = {
         "plus these; values are UTF-8 strings, never personal data.",
         "type": "object",
         "properties": {
-            Header.ERROR_REASON: _string("a short code: invalid-json, invalid-bsn, ..."),
+            Header.ERROR_REASON: {
+                **_string("a short code (README, Bad input, says what each means)"),
+                "enum": list(DEAD_LETTER_REASONS),
+            },
             Header.ERROR_DETAIL: _string("human text, no personal data"),
             Header.ORIGINAL_TOPIC: _string("the topic as on the broker, prefix included"),
             Header.ORIGINAL_PARTITION: _string("decimal", pattern="^[0-9]+$"),
@@ -308,7 +312,10 @@ DESCRIPTION = (
     "SCHAKEL_TOPIC_PREFIX, prepended exactly as given (`acc1.` gives `acc1.referral-created`); "
     "the addresses here are without it. Every message about one referral is keyed by the "
     "referral id, so it stays ordered on one partition. The hub writes its messages through "
-    "a transactional outbox (effectively once per ce_id)."
+    "a transactional outbox (effectively once per ce_id). Besides these, the hub writes one "
+    "record at start-up to its own marker topic `hub-epoch` (ce_type "
+    "nl.schakel.hub-epoch.v1), which only the hub reads: its absence tells the hub that the "
+    "broker lost its state."
 )
 
 
@@ -364,7 +371,7 @@ def _pointer(name: str) -> str:
 
 
 def _model_schema(model: type[BaseModel], schemas: dict[str, Any]) -> dict[str, str]:
-    schema = model.model_json_schema(ref_template=SCHEMA_REF + "{model}")
+    schema = _without_ids(model.model_json_schema(ref_template=SCHEMA_REF + "{model}"))
     for name, sub in schema.pop("$defs", {}).items():
         schemas.setdefault(name, sub)
     name = str(schema.get("title", model.__name__))
@@ -429,7 +436,8 @@ def _component_names(document: dict[str, Any]) -> dict[str, Any]:
 
 def _message(spec: Message, payload: dict[str, Any]) -> dict[str, Any]:
     return {
-        "name": ce_type(spec.event),
+        # a dead letter keeps the original's headers: it has no ce_type of its own
+        "name": spec.key if spec.address == names.DEAD_LETTER else ce_type(spec.event),
         "title": spec.key,
         "summary": spec.summary,
         "contentType": spec.content_type,

@@ -73,12 +73,32 @@ def test_messages_per_topic_are_the_hubs() -> None:
             names.CE_REFERRAL_REVOKED,
         },
         names.his_feedback(PARTICIPANT): {names.CE_FEEDBACK_FORWARDED, names.CE_CONTACT_OVERDUE},
-        names.DEAD_LETTER: {names.ce_type("dead-letter")},
+        names.DEAD_LETTER: {"dead-letter"},  # no ce_type of its own: the original's headers
         names.AUDIT: {names.ce_type("audit-recorded")},
         # the FHIR facade writes checked submissions onto the GP topics
         names.REFERRAL_CREATED: {names.CE_REFERRAL_CREATED},
         names.CONSENT_GRANTED: {names.CE_CONSENT_GRANTED},
     }
+
+
+def test_the_dead_letter_reasons_are_every_errors_code() -> None:
+    """The exported enum of `schakel-error-reason` is exactly the codes the hub's errors
+    carry (each module defining errors imported, the base class's placeholder aside)."""
+    import adapters.fhir.to_fhir
+    import adapters.municipal.iwmo  # noqa: F401 - their errors count too
+    from schemas.errors import DEAD_LETTER_REASONS, SchakelError
+
+    def codes(cls: type[SchakelError]) -> set[str]:
+        return {cls.reason} | {c for sub in cls.__subclasses__() for c in codes(sub)}
+
+    assert set(DEAD_LETTER_REASONS) == codes(SchakelError) - {SchakelError.reason}
+    assert len(DEAD_LETTER_REASONS) == len(set(DEAD_LETTER_REASONS))
+    header = _document()["components"]["schemas"]["DeadLetterHeaders"]["properties"]
+    assert header[names.Header.ERROR_REASON]["enum"] == list(DEAD_LETTER_REASONS)
+
+
+def test_inbound_payloads_carry_no_id_that_would_rebase_their_references() -> None:
+    assert "$id" not in json.dumps(_document()["components"]["schemas"])
 
 
 def test_consumer_groups_are_the_hubs() -> None:
