@@ -90,6 +90,30 @@ def test_intake_json_matches_the_exported_schema(participants: Participants) -> 
         raise AssertionError("the schema must refuse a BSN in the client object")
 
 
+def test_the_exported_schema_holds_the_intake_to_the_contract(
+    participants: Participants,
+) -> None:
+    """Formats checked (jsonschema_rs): the hub's release passes; a null where the hub leaves
+    a field out, an empty id and a reason of two lines do not."""
+    import jsonschema_rs
+
+    schema = json.loads((GENERATED / "welfare-intake.schema.json").read_text())
+    validator = jsonschema_rs.validator_for(schema, validate_formats=True)
+    good = orjson.loads(_released_json(participants))
+    assert validator.is_valid(good)
+    for change in (
+        lambda b: b["client"].update(phone=None),
+        lambda b: b["client"].update(address=None),
+        lambda b: b["client"]["address"].update(street=None),
+        lambda b: b.update(referral_id=""),
+        lambda b: b.update(reason="eerste regel\ntweede regel"),
+        lambda b: b.update(released_at="5 december"),
+    ):
+        bad = orjson.loads(_released_json(participants))
+        change(bad)
+        assert not validator.is_valid(bad), bad
+
+
 def test_exported_schemas_are_current() -> None:
     assert stale(documents()) == [], "run: python -m services.export"
 
