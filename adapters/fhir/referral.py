@@ -27,6 +27,7 @@ from schemas.errors import InvalidAgbError, InvalidReferralError, UnknownPartici
 from schemas.identifiers import AGB_SYSTEM, agb_valid
 from schemas.participants import Participant, Participants
 from schemas.referral import Client, PostalAddress, Referral, Referrer
+from schemas.text import plain
 
 ACCEPTED_BUNDLE_TYPES = ("message", "collection", "transaction")
 _EXT_STREET = "http://hl7.org/fhir/StructureDefinition/iso21090-ADXP-streetName"
@@ -239,7 +240,7 @@ def _referral(bundle: Json, participants: Participants, *, allow_test_bsn: bool)
     if bsn is None:
         raise InvalidReferralError("Patient has no BSN identifier (system .../NamingSystem/bsn)")
     named = human_name(patient)
-    if named is None:
+    if named is None or not plain(named[0]):  # nothing a recipient could address them by
         raise InvalidReferralError("Patient has no name")
     has_telecom = any(isinstance(t, dict) and t.get("value") for t in patient.get("telecom") or ())
     has_address = any(
@@ -276,7 +277,7 @@ def _referral(bundle: Json, participants: Participants, *, allow_test_bsn: bool)
         notes = sr.get("note") or []
         reason_text = notes[0].get("text") if notes else None
     reason = first_line(reason_text or "")
-    if not reason:
+    if not plain(reason):
         raise InvalidReferralError(
             "no one-line reason (ServiceRequest.reasonCode[0].text or note[0].text)"
         )

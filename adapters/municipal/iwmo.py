@@ -22,6 +22,7 @@ from lxml import etree
 from adapters.fhir.common import AMSTERDAM
 from schemas.disclosure import Disclosure
 from schemas.errors import SchakelError
+from schemas.text import plain
 
 NAMESPACE = "urn:schakel:wmo:registratie:1"
 XSD_PATH = Path(str(files("schemas") / "xsd" / "schakel-wmo-registratie.xsd"))
@@ -29,7 +30,6 @@ XSD_VERSION = "1.0.0"
 BERICHT_CODE = "SK01"
 _GENDER = {"male": "1", "female": "2"}
 _HOUSE = re.compile(r"^\s*(\d{1,5})\s*([A-Za-z](?![A-Za-z]))?\s*[-\s]?\s*(.{1,4})?\s*\Z")
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 _POSTCODE = re.compile(r"^([1-9][0-9]{3})\s?([A-Za-z]{2})\Z")
 
 SAFE_PARSER = etree.XMLParser(
@@ -64,10 +64,8 @@ def local_date(moment: datetime) -> date:
     return moment.astimezone(AMSTERDAM).date()
 
 
-def _clean(value: str | None) -> str:
-    """The text as XML 1.0 can carry it: control characters (which lxml refuses) as spaces,
-    runs of white space as one, trimmed."""
-    return " ".join(_CONTROL.sub(" ", str(value or "")).split())
+_clean = plain
+"""The text as XML 1.0 can carry it (lxml refuses control characters)."""
 
 
 def _text(parent: etree._Element, name: str, value: str | None, limit: int | None = None) -> None:
@@ -140,7 +138,7 @@ def iwmo_from_disclosure(
         _text(birth, "Datum", disclosure.birth_date.isoformat())
     _text(client, "Geslacht", _GENDER.get(disclosure.gender or "", "0"))
     name = etree.SubElement(client, f"{n}Naam")
-    _text(name, "Achternaam", disclosure.family_name or disclosure.name, 200)
+    _text(name, "Achternaam", _clean(disclosure.family_name) or disclosure.name, 200)
     _text(name, "Voorvoegsel", disclosure.family_prefix, 10)
     _text(name, "Voornamen", " ".join(disclosure.given_names) or None, 200)
     _text(name, "Voorletters", _initials(disclosure.given_names))

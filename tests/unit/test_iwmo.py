@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from lxml import etree
 
 from adapters.fhir.referral import referral_from_fhir
@@ -17,6 +20,7 @@ from adapters.municipal.iwmo import (
     validate,
 )
 from schemas.consent import DEFAULT_CLASSES, DataClass
+from schemas.errors import SchakelError
 from schemas.participants import Participants
 from services.demo.samples import DEMO_BSN, referral_bundle
 from services.domain.minimise import disclose
@@ -188,3 +192,75 @@ def test_control_characters_become_spaces(participants: Participants) -> None:
     )
     assert _find(xml, ".//w:Achternaam") == "Vries"  # "de" is its prefix
     assert b"\x0b" not in xml and b"\x01" not in xml
+
+
+_OWN = "http://hl7.org/fhir/StructureDefinition/humanname-own-name"
+_OWN_PREFIX = "http://hl7.org/fhir/StructureDefinition/humanname-own-prefix"
+_ODD = st.one_of(
+    st.text(alphabet=st.sampled_from(list(" \t\n\x01\x0b\u00a0\u2028aZé-'.09")), max_size=6),
+    st.sampled_from(["de", "van der", "Vries", "  ", "\x01", "Kerkstraat 12"]),
+)
+
+
+@settings(max_examples=400, suppress_health_check=list(HealthCheck), deadline=None)
+@given(
+    family=st.none() | _ODD,
+    given_names=st.lists(_ODD, max_size=2),
+    text=st.none() | _ODD,
+    own=st.none() | _ODD,
+    own_prefix=st.none() | _ODD,
+    reason=_ODD,
+    line=st.none() | _ODD,
+    city=st.none() | _ODD,
+)
+def test_every_referral_the_intake_accepts_renders_a_valid_registration(
+    participants: Participants,
+    family: str | None,
+    given_names: list[str],
+    text: str | None,
+    own: str | None,
+    own_prefix: str | None,
+    reason: str,
+    line: str | None,
+    city: str | None,
+) -> None:
+    """Names, reasons and addresses of white space, control characters or odd shapes: what
+    the intake accepts must render (a registration failing its XSD dead-letters the consent
+    that releases it, and nothing reaches the welfare organisation either)."""
+    bundle = copy.deepcopy(_BASE)
+    entries = {e["resource"]["resourceType"]: e["resource"] for e in bundle["entry"]}
+    name: dict[str, object] = {"use": "official", "given": given_names}
+    if family is not None:
+        name["family"] = family
+    if text is not None:
+        name["text"] = text
+    extensions = [
+        {"url": url, "valueString": value}
+        for url, value in ((_OWN, own), (_OWN_PREFIX, own_prefix))
+        if value is not None
+    ]
+    if extensions:
+        name["_family"] = {"extension": extensions}
+    entries["Patient"]["name"] = [name]
+    if line is not None:
+        entries["Patient"]["address"][0]["line"] = [line]
+    if city is not None:
+        entries["Patient"]["address"][0]["city"] = city
+    entries["ServiceRequest"]["reasonCode"] = [{"text": reason}]
+    try:
+        referral = referral_from_fhir(bundle, participants)
+    except SchakelError:
+        return  # refused at intake: dead-lettered there, with its reason
+    xml = iwmo_from_disclosure(
+        disclose(referral, "municipality", DEFAULT_CLASSES),
+        identificatie=identificatie(7),
+        ontvanger="0118",
+        registration_id="83bc14e5-32a8-5495-a101-587b1e740fc2",
+        welfare_id="welzijn-hoogeveen",
+        welfare_name="Welzijn De Schakel Hoogeveen",
+        sent_at=SENT,
+    )
+    assert _find(xml, ".//w:Achternaam")
+
+
+_BASE = referral_bundle("VERW-M-9")
