@@ -47,11 +47,40 @@ def patient_bsn(resource: Json, where: str, *, allow_test_bsn: bool) -> str | No
     return None if value is None else check_bsn(value, where, allow_test_bsn=allow_test_bsn)
 
 
+_LEAP_SECOND = re.compile(r"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:)60(?:\.\d+)?(Z|[+-]\d{2}:\d{2})?\Z")
+
+
+def parse_time_of(value: str) -> datetime:
+    """A FHIR dateTime or instant with a time (its own offset kept, naive without one); raises
+    ValueError for anything else.
+
+    FHIR's dateTime and instant allow second 60, a leap second (`2016-12-31T23:59:60Z`), and
+    fhir.resources accepts it on both validation paths (lean and full); Python's datetime
+    cannot hold it. It is read as the last microsecond of its minute (`23:59:59.999999`, any
+    fraction of the leap second dropped), not as the next minute's `:00`. In UTC the leap
+    second comes after every instant of its minute and before the next minute, so either
+    neighbour keeps its order against every other time (ties aside); this one also keeps the
+    day, month and year the sender wrote: a consent recorded, or a period ending, at
+    31 December 23:59:60 stays in that year and does not reach into the next day (the same
+    bound `local_period_end` gives the end of a day). The welfare feedback's `occurred_at`
+    is read the same way (`schemas.feedback`), and java.time's parsers also move 23:59:60
+    into second 59. Two leap seconds of one minute read as the same instant."""
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        leap = _LEAP_SECOND.match(value)
+        if leap is None:
+            raise
+        zone = leap[2] or ""
+        return datetime.fromisoformat(f"{leap[1]}59.999999{'+00:00' if zone == 'Z' else zone}")
+
+
 def parse_datetime(value: str | None) -> datetime | None:
     """A FHIR dateTime/instant as an aware UTC datetime; partial dates become their start
     at 00:00 UTC (which falls on the same calendar day in Europe/Amsterdam). A date that
     bounds what may be disclosed is a local calendar day: use `local_period_start` and
-    `local_period_end` for those."""
+    `local_period_end` for those. A leap second (`...T23:59:60Z`) is the last microsecond of
+    its minute (`parse_time_of`)."""
     if not value:
         return None
     text = value.replace("Z", "+00:00")
@@ -61,7 +90,7 @@ def parse_datetime(value: str | None) -> datetime | None:
         month = int(parts[1]) if len(parts) > 1 else 1
         day = int(parts[2]) if len(parts) > 2 else 1
         return datetime(year, month, day, tzinfo=UTC)
-    parsed = datetime.fromisoformat(text)
+    parsed = parse_time_of(value)
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return parsed.astimezone(UTC)

@@ -508,7 +508,10 @@ TOP_LEVEL: dict[str, type[Lean]] = {"Bundle": Bundle, "Consent": Consent}
 
 def accepts(data: dict[str, Any]) -> bool:
     """True when the lean models accept `data`: then fhir.resources' R4B models accept it
-    too. False means "ask fhir.resources", never "invalid"."""
+    too. False means "ask fhir.resources", never "invalid". Only for a resource nested no
+    deeper than `validate.MAX_DEPTH` (`validate_resource` refuses deeper ones before it
+    asks): the lean models have no such limit, and fhir.resources runs out of stack on a
+    deep enough one (an extension nested 200 levels in extensions)."""
     resource_type = data.get("resourceType")
     model = TOP_LEVEL.get(resource_type) if isinstance(resource_type, str) else None
     if model is None:

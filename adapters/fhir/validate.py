@@ -10,6 +10,10 @@ permissive than fhir.resources, cover the referral Bundles and Consents GP syste
 What they accept is valid for fhir.resources too; anything else is judged by
 fhir.resources, so the verdicts and error texts are those of fhir.resources alone.
 
+Both paths refuse a resource nested deeper than `MAX_DEPTH` levels, with the same error,
+before either looks at it: fhir.resources validates nested elements by recursion and would
+run out of Python stack on deep input where the lean models (pydantic-core) go on.
+
 Error details name paths and rules, never values: they go into dead-letter headers.
 """
 
@@ -28,6 +32,7 @@ from adapters.fhir import lean
 from adapters.fhir.common import (
     LISTED_KEYS,
     PERSONAL_DEPTH,
+    parse_time_of,
     personal_of_object,
     personal_strings,
 )
@@ -35,6 +40,18 @@ from schemas.errors import InvalidFhirError, InvalidJsonError, TooLargeError
 
 DEFAULT_MAX_BYTES = 1_000_000
 MAX_REPORTED_ERRORS = 3
+MAX_DEPTH = 64
+"""How deep a resource may nest: its own object is at depth 0, every object or array in it
+one deeper than the one holding it; a resource with an object or array deeper than this is
+refused `invalid-fhir` ("nested deeper than 64 levels") by the lean and the full path alike.
+The deepest message of the FHIR corpus is at depth 8, a referral Bundle at 7; .NET's JSON
+reader (the Firely SDK's) stops at 64 too. fhir.resources takes up to 8 Python frames per
+level (an Identifier.assigner.identifier chain), so at 64 it needs about 520 of the 1,000
+Python allows, with room for the caller's own. orjson refuses more than 1,024 levels
+(`invalid-json`), far more than that stack holds, so the limit is the hub's own; `_walk`,
+which every message takes anyway, stops at it (one comparison per object or array), and
+only a message it flags gets the exact check (`_nested_too_deep`). Not below
+`PERSONAL_DEPTH` (the same 64), so every personal string of a message within it is found."""
 
 _HTML_IN_STRING = re.compile(r"<\s*[A-Za-z/!?]")
 _ACTIVE_XHTML = re.compile(
@@ -97,6 +114,11 @@ def validate_resource(
     resource_type = data.get("resourceType")
     if not isinstance(resource_type, str) or not resource_type:
         raise InvalidFhirError("no resourceType: not a FHIR resource")
+    # `_walk` flags anything nested deeper than MAX_DEPTH as broken (and stops there): only
+    # then, or when it gave up, can the message be too deep for the models; this refusal
+    # is the full path's first (`_validate_full`), so both answer the same.
+    if broken is not False and _nested_too_deep(data):
+        raise _too_deep(resource_type)
     if not lean.accepts(data):
         _validate_full(data, resource_type)
     if broken is not False:
@@ -126,11 +148,35 @@ def _python_name(node: Any) -> str | None:
     return None
 
 
+def _nested_too_deep(node: Any) -> bool:
+    """Whether `node` holds an object or array deeper than `MAX_DEPTH` (without recursion)."""
+    stack = [(node, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return True
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
+def _too_deep(resource_type: str) -> InvalidFhirError:
+    return InvalidFhirError(f"{resource_type[:40]}: nested deeper than {MAX_DEPTH} levels")
+
+
 def _validate_full(data: dict[str, Any], resource_type: str) -> None:
-    """fhir.resources' R4B model of `resource_type`; raises `InvalidFhirError`. A key that
-    is the models' Python name of an element is refused first: FHIR JSON does not have it,
-    and the hub reads the JSON names (`provision.class_fhir` read as no class at all would
-    make a consent cover every class)."""
+    """fhir.resources' R4B model of `resource_type`; raises `InvalidFhirError`. A resource
+    nested deeper than `MAX_DEPTH` is refused first (the models would run out of stack on
+    it). A key that is the models' Python name of an element is refused next: FHIR JSON
+    does not have it, and the hub reads the JSON names (`provision.class_fhir` read as no
+    class at all would make a consent cover every class)."""
+    if _nested_too_deep(data):
+        raise _too_deep(resource_type)
     python_name = _python_name(data)
     if python_name is not None:
         raise InvalidFhirError(
@@ -166,7 +212,12 @@ def _walk(node: Any, found: set[str], depth: int = 0) -> bool:
     message, `_check_rules`. It knows the types of parsed JSON by `type(...) is`, not
     `isinstance`, and refuses any other (`_JsonLeafError`); with that and the key checks
     before `personal_of_object`, the walk of a referral Bundle took 20 µs instead of 24.
-    tests/unit/test_rule_scan.py holds it to the two."""
+    It goes no deeper than `MAX_DEPTH` below where it started (the walk for the rules alone
+    starts at `_PAST_PERSONAL`): a node past it is broken, as for `_check_rules`, and not
+    looked into, so the walk needs no more stack than that. tests/unit/test_rule_scan.py
+    holds it to the two."""
+    if depth > MAX_DEPTH and (depth < _PAST_PERSONAL or depth > _PAST_DEEPEST):
+        return True  # nested too deep (one comparison per node in the intake's walk)
     broken = False
     kind = type(node)
     if kind is dict:
@@ -227,15 +278,20 @@ def _walk(node: Any, found: set[str], depth: int = 0) -> bool:
 
 _JSON_LEAVES = frozenset({int, float, bool, type(None)})
 """The types of parsed JSON other than str, list and dict."""
-_PAST_PERSONAL = PERSONAL_DEPTH + 1
-"""A depth at which `_walk` gathers no personal strings: the rules alone."""
+_PAST_PERSONAL = 1 << 20
+"""A depth at which `_walk` gathers no personal strings: the rules alone. Past
+`PERSONAL_DEPTH`, and far enough from 0 that the walk's two ranges of depths (from 0 and
+from here, each `MAX_DEPTH` + 1 long) cannot meet."""
+_PAST_DEEPEST = _PAST_PERSONAL + MAX_DEPTH
 
 
 class _JsonLeafError(TypeError):
     """A value of a type parsed JSON does not have: `_walk` leaves it to the two passes."""
 
 
-def _check_rules(node: Any, path: str) -> None:
+def _check_rules(node: Any, path: str, depth: int = 0) -> None:
+    if depth > MAX_DEPTH and isinstance(node, dict | list):
+        raise InvalidFhirError(f"{path}: nested deeper than {MAX_DEPTH} levels")
     if isinstance(node, dict):
         if "fhir_comments" in node:
             raise InvalidFhirError(f"{path}: fhir_comments is not part of FHIR R4 JSON")
@@ -250,12 +306,12 @@ def _check_rules(node: Any, path: str) -> None:
                 if _ACTIVE_XHTML.search(value):
                     raise InvalidFhirError(f"{child}: txt-1: narrative holds active content")
                 continue
-            _check_rules(value, child)
+            _check_rules(value, child, depth + 1)
     elif isinstance(node, list):
         if not node:
             raise InvalidFhirError(f"{path}: an array must not be empty")
         for index, item in enumerate(node):
-            _check_rules(item, f"{path}[{index}]")
+            _check_rules(item, f"{path}[{index}]", depth + 1)
     elif isinstance(node, str) and _HTML_IN_STRING.search(node):
         raise InvalidFhirError(f"{path}: text looks like embedded HTML, which is not allowed")
 
@@ -293,4 +349,4 @@ def _ordered(start: str, end: str) -> bool:
 
 
 def _instant(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parse_time_of(value)  # a leap second as the last microsecond of its minute
