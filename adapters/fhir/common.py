@@ -190,8 +190,10 @@ def name_parts(resource: Json) -> tuple[tuple[str, ...], str | None, str | None]
         for e in ((chosen.get("_family") or {}).get("extension") or ())
         if isinstance(e, dict)
     }
-    if exts.get(_OWN_NAME):
-        return given, exts.get(_OWN_PREFIX) or None, exts[_OWN_NAME]
+    own, own_prefix = exts.get(_OWN_NAME), exts.get(_OWN_PREFIX)
+    if isinstance(own, str) and own.strip():  # a blank one says nothing: `family` does
+        prefix_given = own_prefix if isinstance(own_prefix, str) and own_prefix.strip() else None
+        return given, prefix_given, own
     if not family:
         return given, None, None
     words = family.split()

@@ -194,6 +194,20 @@ def test_control_characters_become_spaces(participants: Participants) -> None:
     assert b"\x0b" not in xml and b"\x01" not in xml
 
 
+def test_a_blank_own_name_extension_leaves_the_family_name_to_say_it(
+    participants: Participants,
+) -> None:
+    own = "http://hl7.org/fhir/StructureDefinition/humanname-own-name"
+    name = {
+        "use": "official",
+        "family": "de Vries",
+        "given": ["Anna"],
+        "_family": {"extension": [{"url": own, "valueString": "   "}]},
+    }
+    xml = _xml_of(participants, _with(name=[name]))
+    assert (_find(xml, ".//w:Achternaam"), _find(xml, ".//w:Voorvoegsel")) == ("Vries", "de")
+
+
 _OWN = "http://hl7.org/fhir/StructureDefinition/humanname-own-name"
 _OWN_PREFIX = "http://hl7.org/fhir/StructureDefinition/humanname-own-prefix"
 _ODD = st.one_of(
