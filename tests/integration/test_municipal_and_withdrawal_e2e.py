@@ -13,6 +13,7 @@ from adapters.municipal.iwmo import NAMESPACE, SAFE_PARSER, validate
 from schemas.registration import (
     ConsentRecorded,
     ReferralAwaitingConsent,
+    ReferralRedelivered,
     ReferralReleased,
     ReferralRevoked,
 )
@@ -69,6 +70,7 @@ async def test_municipal_registration_then_withdrawal(kafka_bootstrap: str, stor
             await send_consent(hub, "c-w-1", "VERW-W-1", municipality_cbs=("0118",))
             await next_event(events, ConsentRecorded, consent_id="c-w-1", status="inactive")
             await send_referral(hub, "VERW-W-1", reason="Nieuwe reden, zelfde verwijzing")
+            await next_event(events, ReferralRedelivered, referral_id="VERW-W-1")
             await send_consent(hub, "c-w-2-other-referral", "VERW-OTHER")
             await next_event(events, ConsentRecorded, consent_id="c-w-2-other-referral")
             await hub.relay.publish_pending()
@@ -125,8 +127,10 @@ async def test_objection_blocks_release(kafka_bootstrap: str, tmp_path: Path) ->
         )
         await next_event(events, ConsentRecorded, consent_id="bezwaar-1")
         await send_consent(hub, "c-o-1", "VERW-O-1")
+        await next_event(events, ConsentRecorded, consent_id="c-o-1")
         await send_referral(hub, "VERW-O-1")
         await next_event(events, ReferralAwaitingConsent, referral_id="VERW-O-1")
+        assert hub.hub.store.count("releases") == 0, "the objection holds it back"
         await hub.relay.publish_pending()
         async with TopicReader(kafka_bootstrap, topics.welfare_referrals(WELFARE)) as welfare:
             assert await welfare.total() == 0

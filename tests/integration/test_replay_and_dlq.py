@@ -10,7 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import orjson
 from rich.console import Console
 
 from adapters.broker.client import Sender, inbound_headers
@@ -251,5 +250,7 @@ async def test_dead_letters_are_fixed_and_redriven_once(
         assert ignored.reprocess_id == lineage["schakel-reprocess-id"].decode()
         actions = [e.action for e in hub.hub.store.audit_entries()]
         assert "dlq-reprocess" in actions and "dlq-show" in actions
-    body = orjson.loads(fixed.read_bytes())
-    assert body["resourceType"] == "Bundle"
+        stored = hub.hub.store.run(lambda tx: tx.referral("VERW-DLQ-1"))
+        assert stored is not None, "the fixed referral is held, once"
+        assert stored.referral.client.bsn == "999900043"
+        assert redriven.value == fixed.read_bytes(), "the fixed bytes were re-driven"

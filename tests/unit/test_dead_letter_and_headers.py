@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 from adapters.broker.cloudevents import continue_trace, trace_id
 from adapters.broker.dead_letter import dead_letter
 from schemas.errors import InvalidBsnError
@@ -50,6 +52,12 @@ def test_trace_is_continued_or_started() -> None:
     child = continue_trace(inbound)
     assert trace_id(child) == "0af7651916cd43dd8448eb211c80319c"
     assert child != inbound and child.endswith("-01")
-    for bad in (None, "", "garbage", "00-00000000000000000000000000000000-b7ad6b7169203331-01"):
+    zero_trace = "00-00000000000000000000000000000000-b7ad6b7169203331-01"
+    zero_span = "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01"
+    for bad in (None, "", "garbage", zero_trace, zero_span):
         fresh = continue_trace(bad)
-        assert len(fresh) == 55 and fresh.startswith("00-")
+        assert re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-01", fresh), fresh
+        assert trace_id(fresh) != "0" * 32, "an all-zero trace id is invalid: a new trace"
+        assert fresh.split("-")[2] != "0" * 16
+        if bad:
+            assert trace_id(fresh) != bad.split("-")[1 if bad.count("-") == 3 else 0]

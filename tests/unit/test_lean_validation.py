@@ -10,6 +10,7 @@ test mutates valid Bundles and Consents and compares the paths on each mutant.""
 from __future__ import annotations
 
 import copy
+import json
 import types
 from collections.abc import Callable, Iterator
 from importlib import import_module
@@ -320,13 +321,30 @@ def test_every_lean_model_is_checked() -> None:
 CORPUS_JSON = sorted(CORPUS.rglob("*.json"))
 
 
-@pytest.mark.parametrize("path", CORPUS_JSON, ids=lambda p: f"{p.parent.name}/{p.name}")
-def test_the_corpus_gets_the_same_answer(path: Path) -> None:
+def _is_json(path: Path) -> bool:
     try:
-        data = load_json(path.read_bytes())
-    except SchakelError:
-        return  # not JSON: neither path sees it
-    _same_verdict(data)
+        json.loads(path.read_bytes())
+    except ValueError:
+        return False
+    return True
+
+
+CORPUS_VALID_JSON = [p for p in CORPUS_JSON if _is_json(p)]
+"""The corpus's test cases of broken JSON on purpose (bad-json-close-*, json-comma-bad-*,
+json-comments-2, json-no-quotes-1) never reach either path: left out, and counted."""
+
+
+def test_the_corpus_holds_seven_files_of_broken_json() -> None:
+    broken = [p for p in CORPUS_JSON if p not in CORPUS_VALID_JSON]
+    assert len(broken) == 7, [p.name for p in broken]
+    for path in broken:
+        with pytest.raises(SchakelError):
+            load_json(path.read_bytes())
+
+
+@pytest.mark.parametrize("path", CORPUS_VALID_JSON, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_the_corpus_gets_the_same_answer(path: Path) -> None:
+    _same_verdict(load_json(path.read_bytes()))
 
 
 def test_the_corpus_consents_take_the_fast_path() -> None:
