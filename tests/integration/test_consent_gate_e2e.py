@@ -15,6 +15,7 @@ from schemas.registration import (
     ConsentRecorded,
     MessageDeadLettered,
     ReferralAwaitingConsent,
+    ReferralRedelivered,
     ReferralReleased,
 )
 from services.demo.samples import DEMO_BSN, consent_resource, referral_bundle, to_bytes
@@ -52,8 +53,11 @@ async def test_referral_then_consent_releases_exactly_once(
             # a re-delivered consent and referral change nothing
             await send_consent(hub, "c-e-1", "VERW-E-1")
             await next_event(events, ConsentRecorded, consent_id="c-e-1")
+            await send_referral(hub, "VERW-E-1")
+            await next_event(events, ReferralRedelivered, referral_id="VERW-E-1")
             await hub.relay.publish_pending()
             assert await reader.total() == 1
+            assert hub.hub.store.count("releases") == 1
 
     assert record.key == b"VERW-E-1"
     headers = dict(record.headers)

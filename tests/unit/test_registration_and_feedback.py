@@ -180,6 +180,7 @@ def test_the_term_is_per_organisation(participants: Participants) -> None:
         consent_resource("c-9", referral_id="VERW-F-9", recipient_ura=("23456789",)), participants
     )
     gate.on_consent(store, consent, NOW, POLICY)
+    assert not gate.on_tick(store, NOW + timedelta(days=10, minutes=-1), POLICY).outputs
     assert gate.on_tick(store, NOW + timedelta(days=10, minutes=1), POLICY).outputs
 
 
