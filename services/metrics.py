@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
@@ -44,7 +44,9 @@ log = get_logger("schakel.metrics")
 
 
 class HubMetrics:
-    def __init__(self) -> None:
+    def __init__(self, *, wall_clock: Callable[[], float] = time.time) -> None:
+        """`wall_clock`: seconds since the epoch, as the broker's record timestamps are."""
+        self._wall_clock = wall_clock
         r = self.registry = CollectorRegistry(auto_describe=True)
         self.lag_source: tuple[str, list[tuple[str, str]]] | None = None
         """(bootstrap, [(topic, group)]): set by the composition root when consumers run."""
@@ -161,7 +163,7 @@ class HubMetrics:
         its commit."""
         self.batch_seconds.labels(topic).observe(seconds)
         self.records.labels(topic).inc(len(timestamps_ms))
-        now_ms = time.time() * 1000
+        now_ms = self._wall_clock() * 1000
         latency = self.record_seconds.labels(topic)
         for ts in timestamps_ms:
             if ts is not None and ts > 0:

@@ -98,14 +98,16 @@ async def test_rows_another_instances_recovery_handed_back_are_looked_for_before
 
 
 async def test_a_store_locked_by_another_writer_delays_the_marking_not_the_event_loop(
-    kafka_bootstrap: str, tmp_path: Path
+    kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The relay reads and marks on the event loop, waiting for no lock. With the store's
     write lock held elsewhere, marking takes a worker thread (and waits there), the loop
     stays free meanwhile, and every message is on the topic once and marked."""
     import asyncio
     import sqlite3
+    import threading
 
+    timeout = 30.0  # generous: on a correct relay each wait ends soon after its cause
     topic, store = await relay_topic_and_store(kafka_bootstrap, tmp_path)
     relay = OutboxRelay(store, make_producer(kafka_bootstrap, 1_048_576), bootstrap=kafka_bootstrap)
     await relay.producer.start()
@@ -113,32 +115,81 @@ async def test_a_store_locked_by_another_writer_delays_the_marking_not_the_event
     assert await relay.publish_pending() == 1  # the first pass's check and the topic's metadata
     messages = [_message(topic, i) for i in range(1, 7)]
     store.run(lambda tx: [tx.add_outbox(m) for m in messages])
-    other = sqlite3.connect(tmp_path / "outbox.db", isolation_level=None)
-    other.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+
     loop = asyncio.get_running_loop()
-    longest = 0.0  # the longest the loop was away while the lock was held
+    main = threading.current_thread()
+    marks: list[tuple[threading.Thread, bool]] = []  # (thread, quick) of each marking begun
+    marked: list[threading.Thread] = []  # ... and of each that wrote its marks
+    marking_off_loop = asyncio.Event()
+    mark = store.mark_published
 
-    async def watch() -> None:
-        nonlocal longest
+    def spying_mark(sent, *, quick=False):  # type: ignore[no-untyped-def]
+        marks.append((threading.current_thread(), quick))
+        if not quick:
+            loop.call_soon_threadsafe(marking_off_loop.set)
+        mark(sent, quick=quick)
+        marked.append(threading.current_thread())
+
+    monkeypatch.setattr(store, "mark_published", spying_mark)
+    other = sqlite3.connect(tmp_path / "outbox.db", isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+    released_by: list[str] = []
+    releasing = threading.Lock()
+
+    def release(by: str) -> None:
+        with releasing:
+            if not released_by:
+                released_by.append(by)
+                other.execute("COMMIT")
+
+    # Only for a regression that blocks the loop: nothing on the loop could let go, so
+    # this thread does, and the test fails on its assertions instead of hanging.
+    watchdog = threading.Timer(timeout, release, ("watchdog",))
+    watchdog.start()
+    ticks = 0  # turns of the event loop, counted by a task of its own
+    ticked = asyncio.Event()
+
+    async def tick() -> None:
+        nonlocal ticks
         while True:
-            before = loop.time()
-            await asyncio.sleep(0.01)
-            longest = max(longest, loop.time() - before)
+            ticks += 1
+            ticked.set()
+            await asyncio.sleep(0)
 
-    watcher = asyncio.create_task(watch())
+    async def turns(n: int) -> None:
+        for _ in range(n):
+            ticked.clear()
+            await ticked.wait()
+
+    ticker = asyncio.create_task(tick())
     publishing = asyncio.create_task(relay.publish_pending())
-    async with TopicReader(kafka_bootstrap, topic) as reader:
-        await reader.read(1 + len(messages))  # sent and acknowledged ...
-        await asyncio.sleep(0.5)
-        assert not publishing.done(), "... but not marked while the lock is held"
-        other.execute("COMMIT")
-        sent = await asyncio.wait_for(publishing, 30)
-        watcher.cancel()
-        on_topic = Counter(dict(r.headers)["ce_id"].decode() for r in await reader.everything())
-    await relay.producer.stop()
-    other.close()
+    try:
+        async with TopicReader(kafka_bootstrap, topic) as reader:
+            await asyncio.wait_for(reader.read(1 + len(messages)), timeout)  # sent, acked ...
+            await asyncio.wait_for(marking_off_loop.wait(), timeout)
+            assert marks == [(main, True), (marks[-1][0], False)], marks
+            assert marks[-1][0] is not main, "marking waits for the lock on the event loop"
+            assert relay._off_loop_until > 0, "the relay fell back to a worker thread"
+            before = ticks
+            await asyncio.wait_for(turns(50), timeout)  # the loop runs on ...
+            assert ticks >= before + 50
+            assert not publishing.done() and marked == [], "... but not marked while locked"
+            release("event loop")
+            sent = await asyncio.wait_for(publishing, timeout)
+            on_topic = Counter(
+                dict(r.headers)["ce_id"].decode()
+                for r in await asyncio.wait_for(reader.everything(), timeout)
+            )
+    finally:
+        watchdog.cancel()
+        ticker.cancel()
+        publishing.cancel()  # no-op once done
+        release("test end")
+        other.close()
+        await relay.producer.stop()
+    assert released_by == ["event loop"], "the event loop let the other writer go"
+    assert marked == [marks[-1][0]], "marked once, in the worker thread, after the lock"
     assert sent == 6
-    assert longest < 1.0, f"the event loop was held up for {longest:.1f} s"
     assert store.pending_outbox() == []
     assert on_topic == Counter({f"id-{i}": 1 for i in range(7)})
     store.dispose()

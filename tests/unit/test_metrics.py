@@ -75,15 +75,24 @@ def test_each_hub_counts_in_its_own_registry_without_personal_labels() -> None:
 
 
 def test_batch_latency_is_observed_per_topic() -> None:
-    metrics = HubMetrics()
-    now_ms = int(datetime.now(UTC).timestamp() * 1000)
+    """Latency runs from each record's broker timestamp to the moment the batch committed
+    (`observe_batch` is called just after the commit), read from the metrics' wall clock."""
+    committed_at = 1_700_000_002.0  # seconds since the epoch, as the broker's timestamps
+    metrics = HubMetrics(wall_clock=lambda: committed_at)
+    now_ms = int(committed_at * 1000)
     metrics.observe_batch("referral-created", 0.02, [now_ms - 1500, now_ms - 500, None])
     s = _samples(metrics)
     topic = frozenset({("topic", "referral-created")})
     assert s[("schakel_handler_batch_seconds_count", topic)] == 1
+    assert s[("schakel_handler_batch_seconds_sum", topic)] == 0.02
     assert s[("schakel_records_processed_total", topic)] == 3
     assert s[("schakel_record_latency_seconds_count", topic)] == 2, "no timestamp, no latency"
-    assert 1.9 <= s[("schakel_record_latency_seconds_sum", topic)] < 5
+    assert s[("schakel_record_latency_seconds_sum", topic)] == 2.0  # 1.5 s + 0.5 s
+
+    def bucket(le: str) -> float:
+        return s[("schakel_record_latency_seconds_bucket", topic | {("le", le)})]
+
+    assert (bucket("0.25"), bucket("0.5"), bucket("1.0"), bucket("2.5")) == (0, 1, 1, 2)
 
 
 def test_partition_lag_is_never_negative() -> None:

@@ -165,35 +165,102 @@ class _Forbidden:
         raise AssertionError("went to a worker thread")
 
 
+LOCKED_TIMEOUT = 20.0
+"""Generous: on a correct pipeline each wait ends within milliseconds of its cause."""
+
+
 async def test_a_locked_store_sends_the_records_to_the_worker_thread_and_none_are_lost(
-    hub: Hub, tmp_path: Path
+    hub: Hub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """On the event loop nothing waits for a lock: the store is locked by another writer,
     so the records take the patient path (a thread that waits), and the next batch does too
-    until the pause is over. The loop itself stays free while the lock is held."""
+    until the pause is over. The loop itself stays free while the lock is held: it runs
+    other tasks, and it is the loop that lets the other writer go."""
     import sqlite3
 
-    other = sqlite3.connect(tmp_path / "hub.db", isolation_level=None)
-    other.execute("BEGIN IMMEDIATE")  # holds the write lock
     loop = asyncio.get_running_loop()
-    loop.call_later(0.6, other.execute, "COMMIT")  # released by the loop: so it must be free
+    main = threading.current_thread()
+    other = sqlite3.connect(tmp_path / "hub.db", isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # holds the write lock
+    released = threading.Event()
+    released_by: list[str] = []
+    releasing = threading.Lock()
+
+    def release(by: str) -> None:
+        with releasing:
+            if not released.is_set():
+                released_by.append(by)
+                released.set()  # before the COMMIT: nothing can be applied before it
+                other.execute("COMMIT")
+
+    # Only for a regression that blocks the loop: nothing on the loop could let go, so
+    # this thread does, and the test fails on its assertions instead of hanging.
+    watchdog = threading.Timer(LOCKED_TIMEOUT, release, ("watchdog",))
+    watchdog.start()
+
+    patient: list[threading.Thread] = []  # threads that began a waiting (non-quick) attempt
+    in_patient_path = asyncio.Event()
+    run = hub.store.run
+
+    def spying_run(work, *, quick=False):  # type: ignore[no-untyped-def]
+        if not quick:
+            patient.append(threading.current_thread())
+            loop.call_soon_threadsafe(in_patient_path.set)
+        return run(work, quick=quick)
+
+    monkeypatch.setattr(hub.store, "run", spying_run)
+    applied: list[tuple[threading.Thread, bool]] = []  # (thread, lock released by then)
+    hub.before_apply = lambda _tx, _record: applied.append(
+        (threading.current_thread(), released.is_set())
+    )
+    ticks = 0  # turns of the event loop, counted by a task of its own
+    ticked = asyncio.Event()
+
+    async def other_task() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            ticked.set()
+            await asyncio.sleep(0)
+
+    async def turns(n: int) -> None:
+        for _ in range(n):
+            ticked.clear()
+            await ticked.wait()
+
+    ticker = asyncio.create_task(other_task())
     pipeline = intake_pipeline(hub)
-    began = loop.time()
-    events = await pipeline.handle([_referral(1), _referral(2)])
-    waited = loop.time() - began
-    other.close()
+    handling = asyncio.create_task(pipeline.handle([_referral(1), _referral(2)]))
+    try:
+        await asyncio.wait_for(in_patient_path.wait(), LOCKED_TIMEOUT)
+        assert patient and patient[0] is not main, "the patient path ran on the event loop"
+        assert not released.is_set() and not handling.done(), "applied while the lock was held"
+        before = ticks
+        await asyncio.wait_for(turns(50), LOCKED_TIMEOUT)  # the loop runs other tasks ...
+        assert ticks >= before + 50
+        assert not handling.done() and applied == [], "... while the records wait for the lock"
+        release("event loop")
+        events = await asyncio.wait_for(handling, LOCKED_TIMEOUT)
+    finally:
+        watchdog.cancel()
+        ticker.cancel()
+        handling.cancel()  # no-op once done
+        release("test end")
+        other.close()
+    assert released_by == ["event loop"], "the event loop let the other writer go"
     assert sorted(e.referral_id for e in events if isinstance(e, ReferralAwaitingConsent)) == [
         "VERW-R-1",
         "VERW-R-2",
     ]
-    assert waited >= 0.5, "applied only once the other writer let go"
-    assert waited < 5, "the event loop was not held up waiting for the lock"
+    assert applied == [(patient[0], True), (patient[0], True)], (
+        "applied in the worker thread, once the other writer let go"
+    )
     assert hub.store.run(lambda tx: tx.referral("VERW-R-2")) is not None
     # later records keep to the worker thread for a while
-    threads: list[str] = []
-    hub.before_apply = lambda _tx, _record: threads.append(threading.current_thread().name)
-    await pipeline.handle([_referral(3)])
-    assert threads and threads[0] != threading.main_thread().name
+    threads: list[threading.Thread] = []
+    hub.before_apply = lambda _tx, _record: threads.append(threading.current_thread())
+    await asyncio.wait_for(pipeline.handle([_referral(3)]), LOCKED_TIMEOUT)
+    assert threads and threads[0] is not main
 
 
 async def test_a_record_the_store_refuses_on_the_event_loop_is_dead_lettered_as_before(
