@@ -21,6 +21,7 @@ AuditAction = Literal[
     "replay",
     "dlq-show",
     "dlq-reprocess",
+    "outbox-requeue",
 ]
 PSEUDONYM_SYSTEM = "urn:schakel:patient-pseudonym"
 

@@ -74,3 +74,21 @@ def append(hub: Hub, tx: Tx, record: AuditRecord, traceparent: str | None = None
         )
     )
     return entry
+
+
+def record_operator_action(hub: Hub, action: str, detail: str) -> None:
+    """An operator command that touches no one patient's data as such (e.g. sending
+    published messages again), audited in its own transaction."""
+    hub.store.run(
+        lambda tx: append(
+            hub,
+            tx,
+            AuditRecord(
+                action=action,  # type: ignore[arg-type]
+                recorded=hub.clock(),
+                actor="operator",
+                actor_role="operator",
+                detail=detail,
+            ),
+        )
+    )

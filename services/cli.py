@@ -671,10 +671,24 @@ def outbox_requeue(
         raise _fail(f"--since {since!r} is not an RFC 3339 time") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
+    from services.audit_log import record_operator_action
+    from services.outputs import disclosure_topics
+
     hub = _offline_hub(settings)
-    count = hub.store.requeue_published(moment, topic)
+    count, withheld = hub.store.requeue_published(moment, topic, disclosure_topics(hub))
     where = f" on {topic}" if topic else ""
+    record_operator_action(
+        hub,
+        "outbox-requeue",
+        f"{count} message(s){where} published since {moment.isoformat()} queued again; "
+        f"{withheld} withheld (consent withdrawn since)",
+    )
     console.print(f"{count} message(s){where} published since {moment.isoformat()} queued again")
+    if withheld:
+        console.print(
+            f"{withheld} release(s) or update(s) not queued again: their consent was "
+            "withdrawn since they were sent"
+        )
 
 
 def main() -> None:

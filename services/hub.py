@@ -38,6 +38,7 @@ from services.consent.app import create_router as consent_router
 from services.feedback.app import create_router as feedback_router
 from services.intake.app import create_router as intake_router
 from services.metrics import subscriptions
+from services.outputs import disclosure_topics
 from services.runtime import Hub, utc_now
 from services.settings import DEMO_PARTICIPANTS, HubSettings
 from services.timers.handlers import Ticker
@@ -146,7 +147,9 @@ class RunningHub:
                 "topic came back with another partition count (a client re-created it "
                 "before the hub did); keeping it",
             )
-            loss = await asyncio.to_thread(self.hub.store.broker_lost, last_good)
+            loss = await asyncio.to_thread(
+                self.hub.store.broker_lost, last_good, disclosure_topics(self.hub)
+            )
             self.losses.append(loss)
             for lost in loss.lost:
                 log.error(
@@ -158,6 +161,12 @@ class RunningHub:
                     messages=lost.messages,
                     first_published=lost.first_published.isoformat(),
                     last_published=lost.last_published.isoformat(),
+                )
+            if loss.withheld:
+                log.warning(
+                    "published after the broker was last seen intact, not sent again: "
+                    "releases and updates whose consent was withdrawn since",
+                    messages=loss.withheld,
                 )
             for topic, count in sorted(loss.requeued.items()):
                 log.warning(

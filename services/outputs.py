@@ -83,6 +83,15 @@ def _recipient_topic(hub: Hub, recipient: Participant) -> str:
     return hub.topics.welfare_referrals(recipient.id)
 
 
+def disclosure_topics(hub: Hub) -> dict[str, str]:
+    """Each topic that carries releases and updates (personal data) -> its recipient's id."""
+    return {
+        _recipient_topic(hub, p): p.id
+        for p in hub.participants
+        if p.kind == "welfare" or (p.kind == "municipality" and p.cbs_code)
+    }
+
+
 def _owner(participant: Participant) -> tuple[str, str, str]:
     ident = participant.identifiers[0]
     return ident.system, ident.value, participant.name

@@ -154,7 +154,7 @@ def audit_event(
             ],
         },
     }
-    if record.outcome != "success" and record.detail:
+    if record.detail:  # what happened, said in words (kept in the hashed content)
         event["outcomeDesc"] = record.detail[:200]
     if entities:
         event["entity"] = entities

@@ -13,7 +13,7 @@ import base64
 import contextlib
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -46,11 +46,15 @@ from schemas.consent import Consent
 from schemas.feedback import WelfareFeedback
 from schemas.messages import OutboundMessage
 from schemas.registration import RegistrationState, ReleaseState, StoredReferral
+from schemas.topics import CE_REFERRAL_RELEASED, CE_REFERRAL_UPDATED
 
 T = TypeVar("T")
 B = TypeVar("B", bound=BaseModel)
 
 _RETRY_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock
+_DISCLOSURES = frozenset({CE_REFERRAL_RELEASED.encode(), CE_REFERRAL_UPDATED.encode()})
+"""The ce_types of outbox rows that carry personal data to a welfare organisation or a
+municipality."""
 MAX_ATTEMPTS = 8
 SQLITE_LOCK_WAIT_MS = 30_000
 QUICK_LOCK_WAIT_MS = 200
@@ -1218,6 +1222,8 @@ class LostOnTopic:
 class BrokerLoss:
     lost: tuple[LostOnTopic, ...]
     requeued: dict[str, int]
+    withheld: int = 0
+    """Releases and updates not handed back: their release was revoked since."""
 
 
 class Store:
@@ -1354,7 +1360,43 @@ class Store:
         outbox relay (see `RelayLock`)."""
         return RelayLock(self)
 
-    def broker_lost(self, last_good: datetime) -> BrokerLoss:
+    def _withheld(
+        self, conn: Connection, since: datetime, recipients: Mapping[str, str] | None
+    ) -> set[int]:
+        """Outbox rows published since `since` that carry personal data to a recipient whose
+        release of that referral is revoked now (`recipients`: disclosure topic ->
+        recipient id): never sent again, since a withdrawal stops all further flow."""
+        if not recipients:
+            return set()
+        o = t.outbox.c
+        rows = conn.execute(
+            select(o.id, o.topic, o.key, o.headers).where(
+                o.published_at >= since, o.topic.in_(list(recipients))
+            )
+        ).all()
+        candidates = []
+        for row_id, topic, key, headers in rows:
+            kind = dict(_headers_from_json(headers)).get("ce_type")
+            if kind in _DISCLOSURES and key:
+                candidates.append((row_id, key.decode("utf-8", "replace"), recipients[topic]))
+        revoked: set[tuple[str, str]] = set()
+        referral_ids = sorted({referral_id for _, referral_id, _ in candidates})
+        r = t.releases.c
+        for start in range(0, len(referral_ids), 500):
+            revoked.update(
+                (a, b)
+                for a, b in conn.execute(
+                    select(r.referral_id, r.recipient_id).where(
+                        r.referral_id.in_(referral_ids[start : start + 500]),
+                        r.revoked_at.is_not(None),
+                    )
+                )
+            )
+        return {row_id for row_id, ref, rec in candidates if (ref, rec) in revoked}
+
+    def broker_lost(
+        self, last_good: datetime, recipients: Mapping[str, str] | None = None
+    ) -> BrokerLoss:
         """After the broker lost its state: rows published since `last_good` (the last moment
         it was known to hold its state) go back to pending, since their acknowledgements may
         have come from the new, empty broker for topics it no longer had; rows published
@@ -1366,7 +1408,8 @@ class Store:
         has looked for them on the new broker. Every instance on this store runs this when
         its own watch notices the loss, each with its own `last_good`, so one instance's
         call can hand back rows that the relaying instance has already sent to the new
-        broker; those are found there and marked, not sent twice."""
+        broker; those are found there and marked, not sent twice. Releases and updates
+        whose release has been revoked since are not handed back (`_withheld`)."""
         summary = (
             select(
                 t.outbox.c.topic,
@@ -1378,13 +1421,16 @@ class Store:
             .group_by(t.outbox.c.topic)
         )
         with self.engine.begin() as conn:
+            withheld = self._withheld(conn, last_good, recipients)
+            later = t.outbox.c.published_at >= last_good
             lost = conn.execute(summary.where(t.outbox.c.published_at < last_good)).all()
-            requeued = conn.execute(summary.where(t.outbox.c.published_at >= last_good)).all()
-            conn.execute(
-                update(t.outbox)
-                .where(t.outbox.c.published_at >= last_good)
-                .values(published_at=None, check_first=True)
-            )
+            again = summary.where(later)
+            handed_back = update(t.outbox).where(later).values(published_at=None, check_first=True)
+            if withheld:
+                again = again.where(t.outbox.c.id.not_in(withheld))
+                handed_back = handed_back.where(t.outbox.c.id.not_in(withheld))
+            requeued = conn.execute(again).all()
+            conn.execute(handed_back)
             conn.execute(
                 update(t.outbox)
                 .where(t.outbox.c.sent_offset.is_not(None))
@@ -1393,19 +1439,30 @@ class Store:
         return BrokerLoss(
             lost=tuple(LostOnTopic(r[0], int(r[1]), r[2], r[3]) for r in lost),
             requeued={r[0]: int(r[1]) for r in requeued},
+            withheld=len(withheld),
         )
 
-    def requeue_published(self, since: datetime, topic: str | None = None) -> int:
+    def requeue_published(
+        self,
+        since: datetime,
+        topic: str | None = None,
+        recipients: Mapping[str, str] | None = None,
+    ) -> tuple[int, int]:
         """`schakel outbox requeue`: rows published since `since` are sent again (same
-        ce_id)."""
+        ce_id), except releases and updates whose release has been revoked since
+        (`_withheld`). Returns (sent again, withheld)."""
         query = update(t.outbox).where(t.outbox.c.published_at >= since)
         if topic is not None:
             query = query.where(t.outbox.c.topic == topic)
+            recipients = {k: v for k, v in (recipients or {}).items() if k == topic}
         with self.engine.begin() as conn:
+            withheld = self._withheld(conn, since, recipients)
+            if withheld:
+                query = query.where(t.outbox.c.id.not_in(withheld))
             count = conn.execute(
                 query.values(published_at=None, sent_partition=None, sent_offset=None)
             ).rowcount
-        return int(count or 0)
+        return int(count or 0), len(withheld)
 
     # --- reads ---------------------------------------------------------------------
     def registration(self, registration_id: str) -> RegistrationView | None:

@@ -105,5 +105,70 @@ def test_broker_loss_resends_what_may_have_gone_to_the_new_broker(tmp_path: Path
     assert loss.requeued == {"welfare.x.referrals": 2}
     assert [r.message.message_id for r in store.pending_outbox(10)] == ["m-2", "m-3"]
     assert store.sent_positions(["welfare.x.referrals"]) == {}
-    assert store.requeue_published(last_good - timedelta(hours=1)) == 2
+    assert store.requeue_published(last_good - timedelta(hours=1)) == (2, 0)
+    store.dispose()
+
+
+def test_a_release_revoked_since_is_never_sent_again(tmp_path: Path) -> None:
+    """After a withdrawal nothing more flows to that recipient: sending published messages
+    again (`schakel outbox requeue`, or the recovery from a broker's loss) leaves out the
+    releases and updates of a revoked release; its revoke notice goes again."""
+    from itertools import count
+
+    from adapters.participants import load_participants
+    from schemas.messages import InboundRecord
+    from schemas.topics import CE_REFERRAL_RELEASED, CE_REFERRAL_REVOKED, Topics
+    from services.consent.handlers import consent_pipeline
+    from services.demo.samples import consent_resource
+    from services.intake.handlers import intake_pipeline
+    from services.outputs import disclosure_topics
+    from services.runtime import Hub
+
+    store = Store(f"sqlite:///{tmp_path / 'hub.db'}")
+    store.migrate()
+    hub = Hub(
+        settings=HubSettings(),
+        participants=load_participants(DEMO_PARTICIPANTS),
+        store=store,
+        topics=Topics(""),
+    )
+    offsets = count()
+
+    def record(topic: str, key: str, value: bytes) -> list[InboundRecord]:
+        return [InboundRecord(topic, 0, next(offsets), key.encode(), value, (), None)]
+
+    started = datetime.now(UTC) - timedelta(minutes=1)
+    for i in (1, 2):
+        rid, bsn = f"VERW-RQ-{i}", fictional_bsn(10 + i)
+        bundle = to_bytes(referral_bundle(rid, bsn=bsn))
+        intake_pipeline(hub).process(record("referral-created", rid, bundle))
+        consent = consent_resource(f"c-rq-{i}", referral_id=rid, bsn=bsn)
+        consent_pipeline(hub).process(record("consent-granted", rid, to_bytes(consent)))
+    store.mark_published([(row.id, 0, row.id) for row in store.pending_outbox(100)])
+    withdrawal = consent_resource("c-rq-1", referral_id="VERW-RQ-1", bsn=fictional_bsn(11))
+    withdrawal["status"] = "inactive"
+    consent_pipeline(hub, withdrawn=True).process(
+        record("consent-withdrawn", "VERW-RQ-1", to_bytes(withdrawal))
+    )
+    store.mark_published([(row.id, 0, row.id) for row in store.pending_outbox(100)])
+    welfare = hub.topics.welfare_referrals(WELFARE)
+
+    again, withheld = store.requeue_published(started, welfare, disclosure_topics(hub))
+
+    pending = [
+        (r.message.key, dict(r.message.headers)["ce_type"].decode())
+        for r in store.pending_outbox(100)
+    ]
+    assert sorted(pending) == [
+        (b"VERW-RQ-1", CE_REFERRAL_REVOKED),  # the notice goes again, nothing personal
+        (b"VERW-RQ-2", CE_REFERRAL_RELEASED),
+    ]
+    assert (again, withheld) == (2, 1)
+    store.mark_published([(row.id, 0, row.id) for row in store.pending_outbox(100)])
+    loss = store.broker_lost(started, disclosure_topics(hub))
+    assert loss.withheld == 1
+    assert (b"VERW-RQ-1", CE_REFERRAL_RELEASED) not in [
+        (r.message.key, dict(r.message.headers)["ce_type"].decode())
+        for r in store.pending_outbox(100)
+    ]
     store.dispose()

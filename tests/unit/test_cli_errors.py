@@ -289,3 +289,16 @@ def test_reading_a_dead_letters_body_is_audited_with_its_patient(env: dict[str, 
     assert entry.patient is not None
     assert entry.patient == store.run(lambda tx: pseudonym(tx, DEMO_BSN))
     store.dispose()
+
+
+def test_outbox_requeue_is_an_audited_operator_action(env: dict[str, str]) -> None:
+    result = CliRunner().invoke(
+        app, ["outbox", "requeue", "--since", "2026-01-01T00:00:00Z"], env=env
+    )
+    assert result.exit_code == 0, result.output
+    assert "0 message(s) published since 2026-01-01T00:00:00+00:00 queued again" in result.output
+    store = Store(env["SCHAKEL_DATABASE_URL"])
+    [entry] = store.audit_entries()
+    store.dispose()
+    assert (entry.action, entry.actor) == ("outbox-requeue", "operator")
+    assert "0 message(s) published since 2026-01-01" in entry.canonical
