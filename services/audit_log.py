@@ -76,11 +76,20 @@ def append(hub: Hub, tx: Tx, record: AuditRecord, traceparent: str | None = None
     return entry
 
 
-def record_operator_action(hub: Hub, action: str, detail: str) -> None:
-    """An operator command that touches no one patient's data as such (e.g. sending
-    published messages again), audited in its own transaction."""
-    hub.store.run(
-        lambda tx: append(
+def record_operator_action(
+    hub: Hub,
+    action: str,
+    detail: str = "",
+    *,
+    referral_id: str | None = None,
+    bsn: str | None = None,
+    data: tuple[str, ...] = (),
+) -> None:
+    """An operator command, audited in its own transaction, with the patient it concerns
+    (by `bsn`) if any, so the patient's access report shows it."""
+
+    def work(tx: Tx) -> None:
+        append(
             hub,
             tx,
             AuditRecord(
@@ -88,7 +97,11 @@ def record_operator_action(hub: Hub, action: str, detail: str) -> None:
                 recorded=hub.clock(),
                 actor="operator",
                 actor_role="operator",
+                referral_id=referral_id,
+                patient=pseudonym(tx, bsn),
+                data=data,
                 detail=detail,
             ),
         )
-    )
+
+    hub.store.run(work)

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 from adapters.broker.client import Sender
 from adapters.fhir.common import bsn_in
-from adapters.storage.store import Tx
-from schemas.audit import AuditRecord
 from schemas.ids import message_id
 from schemas.messages import OutboundMessage
 from schemas.topics import Header
-from services.audit_log import append, pseudonym
+from services.audit_log import record_operator_action
 from services.runtime import Hub
 
 _ERROR_HEADERS = {
@@ -51,25 +49,14 @@ def _header(message: OutboundMessage, name: str) -> str:
 def record_dlq_access(hub: Hub, letter: OutboundMessage, action: str, detail: str = "") -> None:
     """An operator read or re-drove a dead letter's original bytes: audited with the patient
     they name, if any, so the patient's access report shows it."""
-    bsn = bsn_in(letter.value)
-
-    def work(tx: Tx) -> None:
-        append(
-            hub,
-            tx,
-            AuditRecord(
-                action=action,  # type: ignore[arg-type]
-                recorded=hub.clock(),
-                actor="operator",
-                actor_role="operator",
-                referral_id=(letter.key or b"").decode("utf-8", "replace")[:64] or None,
-                patient=pseudonym(tx, bsn),
-                data=("dead-letter",),
-                detail=detail,
-            ),
-        )
-
-    hub.store.run(work)
+    record_operator_action(
+        hub,
+        action,
+        detail,
+        referral_id=(letter.key or b"").decode("utf-8", "replace")[:64] or None,
+        bsn=bsn_in(letter.value),
+        data=("dead-letter",),
+    )
 
 
 async def reprocess(
