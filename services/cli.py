@@ -146,8 +146,8 @@ def init() -> None:
         )
     for name, key, wanted, actual in report.config_too_low:
         err.print(
-            f"[yellow]warning[/]: {name} has {key}={actual}, lower than the {wanted} the hub "
-            f"needs for large dead letters; raise it: kafka-configs --alter --entity-type topics "
+            f"[yellow]warning[/]: {name} has {key}={actual}, not the {wanted} the hub needs "
+            f"(-1: unlimited); raise it: kafka-configs --alter --entity-type topics "
             f"--entity-name {name} --add-config {key}={wanted}"
         )
     console.print(
@@ -317,7 +317,10 @@ def audit_verify() -> None:
             f"({verdict.checked} entries before it are intact)"
         )
         raise typer.Exit(1)
-    anchor = "not compared with the audit topic: KAFKA_BOOTSTRAP_SERVERS is not set"
+    anchor = (
+        "not compared with the audit topic (KAFKA_BOOTSTRAP_SERVERS is not set), so a chain "
+        "removed or rebuilt as a whole would go unnoticed"
+    )
     if settings.kafka_bootstrap_servers:
         bootstrap = settings.kafka_bootstrap_servers
         try:
@@ -353,10 +356,20 @@ def audit_trail(
     configure_logging("WARNING", settings.log_format)
     from rich.table import Table
 
+    from services.audit_log import record_operator_action
     from services.audit_reports import referral_trail
 
     hub = _offline_hub(settings)
     lines = referral_trail(hub.store, referral_id)
+    held = hub.store.run(lambda tx: tx.referral(referral_id[:64]))
+    record_operator_action(  # who saw what about this client is itself about the client
+        hub,
+        "read",
+        f"audit trail: {len(lines)} entries",
+        referral_id=referral_id[:64],
+        bsn=held.referral.client.bsn if held is not None else None,
+        data=("audit-trail",),
+    )
     if as_json:
         for line in lines:
             sys.stdout.write(orjson.dumps(line.as_dict()).decode() + "\n")

@@ -61,14 +61,13 @@ def topic_specs(
             names.append(topics.wmo_registrations(p.cbs_code))
     # A dead letter is an inbound record with headers added: its topic must take more than
     # the broker's default (Apache Kafka: about 1 MB) for an inbound record near that size.
-    dead_letter_room = (("max.message.bytes", largest_outbound(settings.max_message_bytes)),)
+    # The audit topic anchors the audit chain (`schakel audit verify`): kept for good.
+    configs = {
+        topics.dead_letter: (("max.message.bytes", largest_outbound(settings.max_message_bytes)),),
+        topics.audit: (("retention.ms", -1),),
+    }
     specs = [
-        TopicSpec(
-            n,
-            settings.topic_partitions,
-            settings.replication_factor,
-            dead_letter_room if n == topics.dead_letter else (),
-        )
+        TopicSpec(n, settings.topic_partitions, settings.replication_factor, configs.get(n, ()))
         for n in names
     ]
     return [*specs, TopicSpec(topics.hub_epoch, 1, settings.replication_factor)]
@@ -327,8 +326,9 @@ def _warn_partition_mismatch(report: TopicReport, message: str) -> None:
         log.warning(message, topic=name, wanted=wanted, actual=actual)
     for name, key, wanted, actual in report.config_too_low:
         log.warning(
-            "topic config lower than the hub needs: the broker may refuse a dead letter of "
-            "an inbound record near its size (raise it with kafka-configs --alter)",
+            "topic config lower than the hub needs (dead-letter: room for a dead letter of "
+            "an inbound record near its size; audit: kept for good, -1); raise it with "
+            "kafka-configs --alter",
             topic=name,
             config=key,
             wanted=wanted,

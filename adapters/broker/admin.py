@@ -28,9 +28,10 @@ class TopicSpec:
     partitions: int
     replication_factor: int = 1
     min_configs: tuple[tuple[str, int], ...] = ()
-    """Numeric topic configs set at creation, e.g. `max.message.bytes`; an existing topic
-    with a lower value is reported (`TopicReport.config_too_low`), not changed (not every
-    broker can alter a topic's config: BROKER.md)."""
+    """Numeric topic configs set at creation, e.g. `max.message.bytes`, `retention.ms`
+    (-1: unlimited); an existing topic with a lower value is reported
+    (`TopicReport.config_too_low`), not changed (not every broker can alter a topic's
+    config: BROKER.md)."""
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,13 @@ async def ensure_topics(
     )
 
 
+def _below(actual: int, wanted: int) -> bool:
+    """-1 is Kafka's "unlimited" (e.g. `retention.ms`)."""
+    if wanted == -1:
+        return actual != -1
+    return actual != -1 and actual < wanted
+
+
 async def _configs_too_low(
     admin: AIOKafkaAdminClient, specs: list[TopicSpec]
 ) -> list[tuple[str, str, int, int]]:
@@ -147,7 +155,9 @@ async def _configs_too_low(
     for spec in specs:
         for key, value in spec.min_configs:
             found = actual.get((spec.name, key))
-            if found is not None and found.isdigit() and int(found) < value:
+            if found is None or not found.lstrip("-").isdigit():
+                continue
+            if _below(int(found), value):
                 low.append((spec.name, key, value, int(found)))
     return low
 

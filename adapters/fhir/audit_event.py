@@ -36,6 +36,7 @@ _TYPES = {
     "read": ("110110", "Patient Record", "R"),
     "subject-access": ("110110", "Patient Record", "R"),
     "dlq-show": ("110110", "Patient Record", "R"),
+    "replay": ("110110", "Patient Record", "R"),  # reads the topics, sends nothing
     "submit": ("110107", "Import", "C"),
 }
 _EXPORT = ("110106", "Export", "E")

@@ -179,6 +179,12 @@ async def test_trail_and_subject_access(kafka_bootstrap: str, tmp_path: Path) ->
     human = _cli(store_url, "trail", "VERW-AU-1")
     assert "Welzijn De Schakel Hoogeveen" in human.stdout
     assert "Gemeente Hoogeveen" in human.stdout
+    store = Store(store_url)
+    trail_reads = [e for e in store.audit_entries(referral_id="VERW-AU-1") if e.actor == "operator"]
+    store.dispose()
+    assert len(trail_reads) == 2, "each look at the trail is an audited read"
+    assert all(e.action == "read" and e.patient for e in trail_reads)
+    assert all("audit-trail" in e.canonical for e in trail_reads)
 
     report = tmp_path / "inzage.html"
     written = _cli(store_url, "subject-access", DEMO_BSN, "--out", str(report))

@@ -127,18 +127,22 @@ async def _config(bootstrap: str, topic: str, key: str) -> str | None:
     return next((entry[1] for entry in resource[4] if entry[0] == key), None)
 
 
-async def test_the_dead_letter_topic_takes_an_inbound_record_with_headers_added(
+async def test_the_dead_letter_and_audit_topics_get_the_configs_they_need(
     kafka_bootstrap: str, store_url: str
 ) -> None:
     """A dead letter is an inbound record of up to SCHAKEL_MAX_MESSAGE_BYTES plus headers:
     its topic is created to take twice that and 64 KiB (Apache Kafka's default, about 1 MB,
-    refused one near the limit). An existing topic set lower is reported, not changed."""
+    refused one near the limit). The audit topic, which anchors the audit chain, is kept
+    for good (retention.ms -1). An existing topic set lower is reported, not changed."""
     prefix = unique_prefix()
     done = _init(kafka_bootstrap, store_url, prefix, DEMO_PARTICIPANTS)
     assert done.returncode == 0, done.stdout + done.stderr
     wanted = str(2 * 1_000_000 + 65_536)
     assert await _config(kafka_bootstrap, f"{prefix}dead-letter", "max.message.bytes") == wanted
     assert await _config(kafka_bootstrap, f"{prefix}audit", "max.message.bytes") is None
+    # the audit topic anchors the chain (audit verify): kept for good
+    assert await _config(kafka_bootstrap, f"{prefix}audit", "retention.ms") == "-1"
+    assert await _config(kafka_bootstrap, f"{prefix}dead-letter", "retention.ms") is None
     assert "warning" not in done.stderr
 
     older = unique_prefix()
@@ -146,15 +150,20 @@ async def test_the_dead_letter_topic_takes_an_inbound_record_with_headers_added(
     await admin.start()
     try:
         await admin.create_topics(
-            [NewTopic(f"{older}dead-letter", 2, 1, topic_configs={"max.message.bytes": "1048588"})]
+            [
+                NewTopic(
+                    f"{older}dead-letter", 2, 1, topic_configs={"max.message.bytes": "1048588"}
+                ),
+                NewTopic(f"{older}audit", 2, 1, topic_configs={"retention.ms": "604800000"}),
+            ]
         )
     finally:
         await admin.close()
     again = _init(kafka_bootstrap, store_url, older, DEMO_PARTICIPANTS)
     assert again.returncode == 0, again.stdout + again.stderr
-    assert f"{older}dead-letter has max.message.bytes=1048588, lower than the {wanted}" in " ".join(
-        again.stderr.split()
-    )
+    said = " ".join(again.stderr.split())
+    assert f"{older}dead-letter has max.message.bytes=1048588, not the {wanted}" in said
+    assert f"{older}audit has retention.ms=604800000, not the -1" in said
     assert await _config(kafka_bootstrap, f"{older}dead-letter", "max.message.bytes") == "1048588"
 
 
