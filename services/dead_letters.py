@@ -48,14 +48,15 @@ def _header(message: OutboundMessage, name: str) -> str:
 
 def record_dlq_access(hub: Hub, letter: OutboundMessage, action: str, detail: str = "") -> None:
     """An operator read or re-drove a dead letter's original bytes: audited with the patient
-    they name, if any, so the patient's access report shows it."""
+    they concern, if known, so the patient's access report shows it. That is the BSN the
+    bytes name or, when they name none (feedback carries only the referral id), the
+    patient of the referral the record's key names, if the hub holds that referral."""
+    referral_id = (letter.key or b"").decode("utf-8", "replace")[:64] or None
+    bsn = bsn_in(letter.value)
+    if bsn is None and referral_id:
+        bsn = hub.store.patient_of_referral(referral_id)
     record_operator_action(
-        hub,
-        action,
-        detail,
-        referral_id=(letter.key or b"").decode("utf-8", "replace")[:64] or None,
-        bsn=bsn_in(letter.value),
-        data=("dead-letter",),
+        hub, action, detail, referral_id=referral_id, bsn=bsn, data=("dead-letter",)
     )
 
 

@@ -1490,6 +1490,15 @@ class Store:
             ).first()
         return self.registration(row.registration_id) if row else None
 
+    def patient_of_referral(self, referral_id: str) -> str | None:
+        """The BSN of a referral the hub holds, or None: for the audit trail of an access
+        that names the referral but not the patient."""
+        with self.engine.connect() as conn:
+            bsn = conn.execute(
+                select(t.referrals.c.patient_bsn).where(t.referrals.c.referral_id == referral_id)
+            ).scalar()
+        return str(bsn) if bsn else None
+
     def count(self, table: str) -> int:
         with self.engine.connect() as conn:
             query = select(func.count()).select_from(t.metadata.tables[table])

@@ -10,6 +10,7 @@ own referrals (notified pull).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
@@ -165,7 +166,12 @@ async def post_bundle(request: Request) -> Any:
     headers = inbound_headers(names.REFERRAL_CREATED, traceparent=trace)
     await ctx.publish(ctx.hub.topics.referral_created, raw, referral.referral_id.encode(), headers)
     await ctx.record(
-        caller, "submit", what="referral", referral_id=referral.referral_id, traceparent=trace
+        caller,
+        "submit",
+        what="referral",
+        referral_id=referral.referral_id,
+        traceparent=trace,
+        bsn=str(referral.client.bsn),
     )
     return JSONResponse({"referral_id": referral.referral_id}, status_code=202)
 
@@ -211,7 +217,19 @@ async def post_consent(request: Request) -> Any:
     trace = continue_trace(request.headers.get("traceparent"))
     headers = inbound_headers(names.CONSENT_GRANTED, traceparent=trace)
     await ctx.publish(ctx.hub.topics.consent_granted, raw, consent.key.encode(), headers)
-    await ctx.record(caller, "submit", what="consent", referral_id=named, traceparent=trace)
+    # The patient the consent is about: its BSN, or (a consent naming its referral by
+    # reference only) the patient of that referral, when the hub holds it.
+    bsn = consent.patient_bsn or (
+        await asyncio.to_thread(ctx.hub.store.patient_of_referral, named) if named else None
+    )
+    await ctx.record(
+        caller,
+        "submit",
+        what="consent",
+        referral_id=named,
+        traceparent=trace,
+        bsn=str(bsn) if bsn else None,
+    )
     referral_id = named if len(consent.referrals) == 1 else None
     return JSONResponse(
         {"referral_id": referral_id, "consent_id": consent.consent_id}, status_code=202
@@ -252,10 +270,12 @@ async def search_tasks(
     practice = ctx.hub.participants.by_id[caller.participant_id or ""]
     practice_agb = next((i.value for i in practice.identifiers if i.system == AGB_SYSTEM), "")
     tasks = []
+    shown: list[str] = []  # the registrations whose Task is in the answer
     for row in rows:
         referral = row["referral"]
         if system and referral.identifier_system and system != referral.identifier_system:
             continue
+        shown.append(row["registration_id"])
         owner = ctx.hub.participants.by_id[row["recipient_id"]]
         tasks.append(
             current_task(
@@ -271,12 +291,16 @@ async def search_tasks(
                 modified=row["modified"],
             )
         )
+    # Only what the answer disclosed names a patient: an empty searchset (no such referral
+    # of this practice, or one under another identifier system) is a not-found read of
+    # nobody, as a registration not found is.
     await ctx.record(
         caller,
         "read",
         what="feedback-tasks",
-        registrations=[r["registration_id"] for r in rows],
+        registrations=shown,
         referral_id=referral_id,
+        outcome="success" if shown else "not-found",
     )
     base = str(request.base_url).rstrip("/") + "/fhir"
     return JSONResponse(searchset(tasks, ctx.hub.clock(), base), media_type=FHIR_JSON)

@@ -5,13 +5,22 @@ leak); a referral POSTed as FHIR is released like one sent on Kafka."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import httpx
 import orjson
 from fhir.resources.R4B.bundle import Bundle
 
-from schemas.registration import FeedbackForwarded, ReferralReleased
+from schemas.audit import AuditEntry
+from schemas.registration import FeedbackForwarded, MessageDeadLettered, ReferralReleased
+from services.audit_log import pseudonym
 from services.demo.samples import DEMO_BSN, consent_resource, referral_bundle, to_bytes
 from services.hub import RunningHub
+from services.settings import DEMO_PARTICIPANTS
 from tests.integration.helpers import (
     OPERATOR_TOKEN,
     TopicReader,
@@ -282,3 +291,164 @@ async def test_the_facade_refuses_with_an_operation_outcome(hub: RunningHub) -> 
         assert (await welfare.get("/fhir/Task", params={"based-on": "VERW-A"})).status_code == 403
     async with _client(hub, None) as anon:
         assert (await anon.post("/fhir/Bundle", content=b"{}")).status_code == 401
+
+
+VERW_SYSTEM = "urn:oid:2.16.840.1.113883.2.4.3.11.999.7.1"
+
+
+def _patient_entries(hub: RunningHub, bsn: str) -> list[AuditEntry]:
+    """What `schakel audit subject-access BSN` lists (without auditing the question)."""
+    key = hub.hub.store.run(lambda tx: pseudonym(tx, bsn))
+    return hub.hub.store.audit_entries(patient=key)
+
+
+def _new_entries(hub: RunningHub, since: int) -> list[AuditEntry]:
+    return [e for e in hub.hub.store.audit_entries() if e.seq > since]
+
+
+def _last_seq(hub: RunningHub) -> int:
+    entries = hub.hub.store.audit_entries()
+    return entries[-1].seq if entries else 0
+
+
+async def test_a_task_search_that_answers_nothing_audits_no_patient(hub: RunningHub) -> None:
+    """A search under another identifier system answers an empty searchset: its audit entry
+    is a not-found read of nobody, so the patient's access report shows no read."""
+    before = _last_seq(hub)
+    reads_of_a = len([e for e in _patient_entries(hub, DEMO_BSN) if e.action == "read"])
+    async with _client(hub, "praktijk-de-linde") as practice:
+        wrong = await practice.get("/fhir/Task", params={"based-on:identifier": "urn:wrong|VERW-A"})
+        assert wrong.status_code == 200
+        assert wrong.json()["total"] == 0
+    (entry,) = _new_entries(hub, before)
+    assert (entry.action, entry.actor, entry.patient) == ("read", "praktijk-de-linde", None)
+    assert entry.registration_id is None
+    assert orjson.loads(entry.canonical)["outcome"] == "4", "audited as not found"
+    assert len([e for e in _patient_entries(hub, DEMO_BSN) if e.action == "read"]) == reads_of_a
+
+    before = _last_seq(hub)
+    async with _client(hub, "praktijk-de-linde") as practice:
+        right = await practice.get(
+            "/fhir/Task", params={"based-on:identifier": f"{VERW_SYSTEM}|VERW-A"}
+        )
+        assert right.json()["total"] == 1
+    (entry,) = _new_entries(hub, before)
+    assert entry.patient is not None and entry.registration_id is not None
+    assert orjson.loads(entry.canonical)["outcome"] == "0"
+    assert entry in _patient_entries(hub, DEMO_BSN), "a Task returned is a read of its patient"
+
+
+async def test_facade_submissions_name_their_patient(hub: RunningHub) -> None:
+    """The submit entry of a referral or consent POSTed to the facade names the patient it
+    carries (a consent by reference only: the patient of its referral), so the patient's
+    access report shows it."""
+    bsn = "999900067"
+    before = _last_seq(hub)
+    async with _client(hub, "praktijk-de-linde") as practice:
+        consent = await practice.post(
+            "/fhir/Consent",
+            content=to_bytes(consent_resource("c-S", referral_id="VERW-S", bsn=bsn)),
+        )
+        assert consent.status_code == 202
+        posted = await practice.post(
+            "/fhir/Bundle", content=to_bytes(referral_bundle("VERW-S", bsn=bsn))
+        )
+        assert posted.status_code == 202
+        by_reference = await practice.post(
+            "/fhir/Consent",
+            content=to_bytes(consent_resource("c-C2", referral_id="VERW-C", bsn=None)),
+        )
+        assert by_reference.status_code == 202
+    submits = {
+        (e.referral_id, e.patient)
+        for e in _new_entries(hub, before)
+        if e.action == "submit" and e.actor == "praktijk-de-linde"
+    }
+    key_s = hub.hub.store.run(lambda tx: pseudonym(tx, bsn))
+    key_c = hub.hub.store.run(lambda tx: pseudonym(tx, "999900043"))
+    assert {("VERW-S", key_s), ("VERW-C", key_c)} == submits
+    assert {e.action for e in _patient_entries(hub, bsn)} >= {"submit"}
+    assert all(bsn not in e.canonical for e in hub.hub.store.audit_entries())
+
+
+async def test_a_recipients_read_names_the_consent_it_was_released_on(hub: RunningHub) -> None:
+    """A welfare organisation or municipality sees a registration on the consent of its
+    release; the referring practice reads its own referral without one."""
+    async with _client(hub, "operator") as operator:
+        registrations = {
+            r["referral_id"]: r["registration_id"]
+            for r in (await operator.get("/api/v1/registrations")).json()
+        }
+    expected = {
+        "welzijn-hoogeveen": ("VERW-A", "c-A"),
+        "gemeente-hoogeveen": ("VERW-A", "c-A"),
+        "welzijn-de-wolden": ("VERW-B", "c-B"),
+        "praktijk-de-linde": ("VERW-A", None),
+    }
+    for who, (referral_id, consent_id) in expected.items():
+        before = _last_seq(hub)
+        async with _client(hub, who) as client:
+            one = await client.get(f"/api/v1/registrations/{registrations[referral_id]}")
+            assert one.status_code == 200
+            listed = await client.get("/api/v1/registrations")
+            assert listed.status_code == 200
+            signed_in = await client.post("/console/login", data={"token": token(who)})
+            cookie = {"Cookie": signed_in.headers["set-cookie"].split(";")[0]}
+            page = await client.get(
+                f"/console/registrations/{registrations[referral_id]}", headers=cookie
+            )
+            assert page.status_code == 200
+        reads = [
+            e
+            for e in _new_entries(hub, before)
+            if e.action == "read" and e.referral_id == referral_id
+        ]
+        assert len(reads) == 3, who  # the API's detail and list, the console's page
+        for entry in reads:
+            assert entry.consent_id == consent_id, (who, entry.canonical)
+            requestor = next(
+                a for a in orjson.loads(entry.canonical)["agent"] if a.get("requestor")
+            )
+            assert requestor.get("policy") == ([f"Consent/{consent_id}"] if consent_id else None)
+
+
+def _schakel(hub: RunningHub, *args: str) -> subprocess.CompletedProcess[str]:
+    settings = hub.hub.settings
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers or "",
+        "SCHAKEL_DATABASE_URL": settings.database_url,
+        "SCHAKEL_TOPIC_PREFIX": settings.topic_prefix,
+        "SCHAKEL_PARTICIPANTS": str(DEMO_PARTICIPANTS),
+        "COLUMNS": "200",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli", *args],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+async def test_showing_a_dead_lettered_feedback_names_the_patient_of_its_referral(
+    hub: RunningHub,
+) -> None:
+    """Feedback carries no BSN, only the referral id (its key): `dlq show --body` of a
+    dead-lettered one is audited with the patient of that referral, which the hub holds."""
+    events = hub.hub.observers.subscribe()
+    # from an organisation VERW-A was not released to: dead-lettered not-authorised
+    await send_feedback(hub, "VERW-A", "contacted", organisation="welzijn-de-wolden")
+    await next_event(events, MessageDeadLettered, key="VERW-A")
+    await hub.relay.publish_pending()
+    (letter,) = hub.hub.store.outbox_rows(topic=hub.hub.topics.dead_letter)
+    assert DEMO_BSN not in (letter.message.value or b"").decode()
+    before = _last_seq(hub)
+    shown = await asyncio.to_thread(
+        _schakel, hub, "dlq", "show", letter.message.message_id, "--body"
+    )
+    assert shown.returncode == 0, shown.stderr
+    (entry,) = _new_entries(hub, before)
+    assert (entry.action, entry.referral_id) == ("dlq-show", "VERW-A")
+    assert entry in _patient_entries(hub, DEMO_BSN), "the patient's access report shows it"
