@@ -126,10 +126,14 @@ def test_hub_and_library_lines_share_one_stream_in_order_at_the_configured_level
     log.info("a closed stream is not the caller's failure")
 
 
-def _shape_by_the_regexes(text: str) -> tuple[bool, tuple[str, ...]]:
+def _shape_by_the_regexes(text: str) -> tuple[bool, tuple[str | int, ...], tuple[int, ...]]:
+    """(BSN masked, words and phone keys, phone keys), without `_id_shape`'s shortcuts."""
+    from adapters.redaction import _bsn, _phone_keys
+
     return (
-        _BSN_LIKE.search(text) is not None,
-        tuple(word.casefold() for word in _WORD.findall(text)),
+        _BSN_LIKE.sub(_bsn, text) != text,  # the whole text, not only its numbers' runs
+        tuple(word.casefold() for word in _WORD.findall(text)) + _phone_keys(text),
+        _phone_keys(text),
     )
 
 
@@ -142,6 +146,10 @@ def _shape_by_the_regexes(text: str) -> tuple[bool, tuple[str, ...]]:
         f"ref-{BSN}-x",
         "x999-900-043",
         "x9999000430",  # ten digits: no BSN shape
+        "x999-900-044",  # fails the 11-proef
+        "VERW-2026-0001",
+        "VERW-20260-0001",  # nine digits together: a phone number's shape
+        "tel-06-1234-5678",
         "Ab_9",
         "welzijn-de-wolden",
         "Z",
@@ -183,3 +191,212 @@ def test_a_library_handler_added_after_the_setup_is_taken_away(log_capture: io.S
     assert escaped.getvalue() == ""
     assert "999900018" not in log_capture.getvalue()
     assert "patient bsn" in log_capture.getvalue()
+
+
+# --- digits: BSNs in any grouping, remembered phone numbers in any spelling ------------
+# Synthetic numbers only: the first number from a start that passes the 11-proef.
+
+
+def _passing_11_proef(start: int) -> str:
+    from schemas.identifiers import bsn_valid
+
+    return next(str(n) for n in range(start, start + 100) if bsn_valid(str(n)))
+
+
+TEST_BSN = _passing_11_proef(999_912_345)  # iWmo test range: belongs to nobody
+PHONE = "0612345678"  # remembered in the tests below, as written there
+PHONE_NSN = _passing_11_proef(687_654_321)  # never remembered: "06" + these 9 digits
+
+
+def _groupings(digits: str) -> list[list[str]]:
+    """Every way to cut the digits into groups (2^8 for 9 digits)."""
+    cuts = len(digits) - 1
+    result = []
+    for mask in range(2**cuts):
+        groups, start = [], 0
+        for i in range(cuts):
+            if mask >> i & 1:
+                groups.append(digits[start : i + 1])
+                start = i + 1
+        result.append([*groups, digits[start:]])
+    return result
+
+
+def test_a_bsn_in_any_grouping_with_single_separators_is_masked() -> None:
+    """Before: only 123456782, 1234.56.782 (". " or none) and 123 456 782 (" .-")."""
+    missed = []
+    for groups in _groupings(TEST_BSN):
+        for separators in (" ", ".", "-", " .-"):  # the last mixes them
+            written = "".join(
+                group + (separators[i % len(separators)] if i < len(groups) - 1 else "")
+                for i, group in enumerate(groups)
+            )
+            if redact(f"bsn {written} ontvangen") != "bsn [BSN] ontvangen":
+                missed.append(written)
+    assert missed == []
+
+
+@pytest.mark.parametrize(
+    "written", ["12 34 56 782", "1234-56-782", "123.45.6782", "12-345-67-82", "12345 6782"]
+)
+def test_the_groupings_from_the_review_are_masked(written: str) -> None:
+    assert redact(f"patient {written}, opnieuw") == "patient [BSN], opnieuw"
+    assert redact(written.replace("2", "3")) == written.replace("2", "3")  # fails the 11-proef
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # a further group with a separator the BSN uses itself makes it a longer number
+        ("123 456 782 1", "123 456 782 1"),
+        ("1 123 456 782", "1 123 456 782"),
+        ("12-34-56-782-0", "12-34-56-782-0"),
+        ("01234.56.782", "01234.56.782"),
+        ("0123456782", "0123456782"),  # ten digits in one run
+        ("1234567820", "1234567820"),
+        # another number beside it with another separator: a date and a BSN
+        ("2026-03-01 1234.56.782", "2026-03-01 [BSN]"),
+        ("1234.56.782 2026-03-01", "[BSN] 2026-03-01"),
+        ("123-456-782 1", "[BSN] 1"),
+        # nine digits in one run are a BSN wherever they stand, as before
+        ("bsn 123456782 2", "bsn [BSN] 2"),
+        ("2026-03-01 123456782", "2026-03-01 [BSN]"),
+        ("ref-123456782-x", "ref-[BSN]-x"),
+        ("ref-1234-56-782-x", "ref-[BSN]-x"),
+        ("x999900043", "x[BSN]"),
+        # groups touching a letter are part of an id (random UUIDs, the digits passing)
+        ("2c44a016-7132-42e5-8dc4-df7d386d2eed", "2c44a016-7132-42e5-8dc4-df7d386d2eed"),
+        ("31162427-3bfd-4d33-8d00-38ec42650644", "31162427-3bfd-4d33-8d00-38ec42650644"),
+        ("x999-900-043", "x999-900-043"),  # the price (masked before)
+        ("12:30:45 123 456 782", "12:30:45 123 456 782"),  # the price: one longer number
+    ],
+)
+def test_a_bsn_is_never_masked_out_of_a_longer_number_or_an_id(text: str, expected: str) -> None:
+    assert redact(text) == expected
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "06 {a} {b}",  # ten digits, as phone numbers are
+        "06-{a} {b}",
+        "0{n}",
+        "+31 6 {a} {b}",  # the nine digits after +31 pass the 11-proef
+        "+31 {n3} {n6} {n9}",
+        "+31 (0)6-{a}-{b}",
+        "0031 6 {a} {b}",
+        "+31 6-{a}-{b}",
+        "NL02 ABNA 06{a3} {a4}{b1} {b4}",  # an IBAN holding the same digits
+    ],
+)
+def test_a_phone_number_or_iban_is_not_partly_masked_as_a_bsn(template: str) -> None:
+    n = PHONE_NSN
+    text = template.format(
+        n=n,
+        a=n[1:5],
+        b=n[5:],
+        n3=n[:3],
+        n6=n[3:6],
+        n9=n[6:],
+        a3=n[1:3],
+        a4=n[3:5],
+        b1=n[5:7],
+        b4=n[7:],
+    )
+    assert redact(f"bel {text} terug") == f"bel {text} terug"
+
+
+REMEMBERED_AS = ["06{d}", "06-{d}", "+31 6 {d}"]
+WRITTEN_AS = [
+    "06 {a} {b}",
+    "06-{a} {b}",
+    "(06) {d}",
+    "+31 6 {a} {b}",
+    "+316{d}",
+    "0031 6 {d}",
+    "+31 (0)6 {d}",
+    "+31(0)6{d}",
+    "06.{d2}.{d4}.{d6}.{d8}",
+    "06/{d}",
+    "06 - {a3} {a6} {b2}",
+    "06\u00a0{a}\u00a0{b}",
+]
+
+
+@pytest.mark.parametrize("remembered", range(len(REMEMBERED_AS)), ids=REMEMBERED_AS)
+@pytest.mark.parametrize("written", range(len(WRITTEN_AS)), ids=WRITTEN_AS)
+def test_a_remembered_phone_number_is_masked_however_it_is_written(
+    remembered: int, written: int
+) -> None:
+    d = str(50_000_000 + 100 * remembered + written)  # a number of its own for each case
+    parts = {"d": d, "a": d[:4], "b": d[4:], "a3": d[:3], "a6": d[3:6], "b2": d[6:]}
+    parts |= {"d2": d[:2], "d4": d[2:4], "d6": d[4:6], "d8": d[6:]}
+    remember([REMEMBERED_AS[remembered].format(**parts)])
+    text = WRITTEN_AS[written].format(**parts)
+    assert redact(f"bel {text} terug") == "bel [redacted] terug"
+    assert redact(f"bel {text}") == "bel [redacted]"  # its own value, or the end of one
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("bel 06 1234 5678 om 14 30", "bel [redacted] om 14 30"),
+        ("2 x 06 1234 5678 2026-03-01", "2 x [redacted] 2026-03-01"),
+        ("nummer (0612345678)", "nummer ([redacted])"),
+        ("nummer (+31 6 1234 5678).", "nummer ([redacted])."),
+        ("tel 06 1234 5679", "tel 06 1234 5679"),  # another number
+        ("tel 16 1234 5678", "tel 16 1234 5678"),
+        ("offset 10612345678", "offset 10612345678"),  # digits are masked in whole runs
+        ("offset 612345678", "offset 612345678"),  # without a 0 or + before: no phone number
+    ],
+)
+def test_a_phone_number_is_masked_and_the_numbers_beside_it_are_kept(
+    text: str, expected: str
+) -> None:
+    remember([PHONE])
+    assert redact(text) == expected
+
+
+def test_a_phone_number_logged_before_it_was_remembered_is_masked_after() -> None:
+    # the cached shape of a short value holds what it may spell, not whether it is masked
+    line = "terugbelverzoek 06 2233 4455"
+    assert redact(line) == line
+    remember(["06-22334455"])
+    assert redact(line) == "terugbelverzoek [redacted]"
+
+
+def test_a_long_line_with_a_phone_number_is_masked() -> None:
+    remember(["+31 6 33445566"])
+    text = "x" * 200 + " bel 06 3344 5566 of (06) 33445566 " + "y" * 20
+    assert redact(text) == "x" * 200 + " bel [redacted] of [redacted] " + "y" * 20
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from(["06", "1234", "5678", "+31", "(0)", "123", "456", "782", "56"]),
+            st.sampled_from([TEST_BSN[:4], TEST_BSN[4:6], TEST_BSN[6:], TEST_BSN]),
+            st.from_regex(r"[0-9]{1,4}", fullmatch=True),
+        ),
+        max_size=10,
+    ),
+    st.lists(st.sampled_from([" ", ".", "-", "/", "  ", ", ", "x"]), min_size=10, max_size=10),
+)
+def test_digits_are_masked_in_whole_runs_only(pieces: list[str], joints: list[str]) -> None:
+    """Whatever numbers stand together, redaction takes whole runs of digits or none."""
+    from collections import Counter
+
+    remember([PHONE])
+    text = "".join(piece + joint for piece, joint in zip(pieces, joints, strict=False))
+    runs = Counter(re.findall(r"[0-9]+", text))
+    assert Counter(re.findall(r"[0-9]+", redact(text))) <= runs
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet="0123456789 .-+()/a_\u00a0", max_size=40))
+def test_the_shape_of_any_text_is_the_regexes(text: str) -> None:
+    """The shape of a value with no 9 digits together is taken without looking further."""
+    from adapters.redaction import _shape
+
+    assert _shape(text) == _shape_by_the_regexes(text)
