@@ -140,7 +140,16 @@ class BatchPipeline(Generic[P]):
         again with a savepoint per record, so that record alone becomes a dead letter."""
         events: list[HubEvent] = []
         if self.hub.log_order:
-            tx.log_processing([(r.topic, r.partition, r.offset, r.timestamp_ms) for r, _ in work])
+            positions = [(r.topic, r.partition, r.offset, r.timestamp_ms) for r, _ in work]
+            done = tx.applied_already(positions)
+            if done:
+                # Applied already, here or by an instance that had the partition before a
+                # rebalance (whose newer records may have followed): never again, so a
+                # stale copy of an older record cannot undo a newer one.
+                log.warning("records applied already are skipped", records=len(done))
+                work = [w for w, p in zip(work, positions, strict=True) if p not in done]
+                positions = [p for p in positions if p not in done]
+            tx.log_processing(positions)
         if self._prefetch is not None:
             self._prefetch_for(tx, [p for _, p in work if not isinstance(p, Failed)])
         for record, prepared in work:

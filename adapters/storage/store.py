@@ -24,12 +24,14 @@ from pydantic import BaseModel
 from sqlalchemy import (
     Connection,
     Engine,
+    and_,
     bindparam,
     create_engine,
     delete,
     event,
     func,
     insert,
+    or_,
     select,
     text,
     update,
@@ -1082,6 +1084,36 @@ class Tx:
             )
         )
         return True
+
+    def applied_already(
+        self, records: list[tuple[str, int, int, int | None]]
+    ) -> set[tuple[str, int, int, int | None]]:
+        """Those of `records` (topic, partition, offset, timestamp) the processing log holds:
+        applied already, by this instance or another that had their partition before a
+        rebalance. The timestamp tells a record from another at the same position of a
+        topic made again (a broker that lost its state restarts offsets at 0)."""
+        if not records:
+            return set()
+        spans: dict[tuple[str, int], list[int]] = {}
+        for topic, partition, offset, _ in records:
+            spans.setdefault((topic, partition), []).append(offset)
+        log = t.processing_log.c
+        found = self.conn.execute(
+            select(log.topic, log.partition, log.offset, log.timestamp_ms).where(
+                or_(
+                    *(
+                        and_(
+                            log.topic == topic,
+                            log.partition == partition,
+                            log.offset.between(min(offsets), max(offsets)),
+                        )
+                        for (topic, partition), offsets in spans.items()
+                    )
+                )
+            )
+        ).all()
+        held = {(a, int(b), int(c), d) for a, b, c, d in found}
+        return {r for r in records if r in held}
 
     def log_processing(self, records: list[tuple[str, int, int, int | None]]) -> None:
         """Record the order in which inbound records were applied. The counter row is

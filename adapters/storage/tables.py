@@ -287,6 +287,7 @@ processing_log = Table(
     Column("partition", Integer, nullable=False),
     Column("offset", BigInteger, nullable=False),
     Column("timestamp_ms", BigInteger, nullable=True),
+    Index("ix_processing_log_position", "topic", "partition", "offset"),
 )
 
 ended_sessions = Table(
