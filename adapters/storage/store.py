@@ -120,6 +120,11 @@ def _retryable(exc: DBAPIError) -> bool:
     sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
     if sqlstate in _RETRY_SQLSTATES:
         return True
+    if type(orig).__name__ == "PipelineAborted":
+        # psycopg's pipeline after a failed statement, without its SQLSTATE: inside a
+        # savepoint a serialization failure surfaces so. The transaction is run again
+        # from the start; an error that is no conflict fails again, MAX_ATTEMPTS times.
+        return True
     return isinstance(exc, OperationalError) and "database is locked" in str(orig)
 
 

@@ -703,3 +703,34 @@ def test_open_registration_from_a_prefetch_agrees_with_the_store(
     assert seen[1] == [None, None, None, None]
     assert seen[2][0] is not None and seen[2][0] != seen[0][0]
     store.dispose()
+
+
+def test_a_conflict_inside_a_savepoint_is_retried(postgres_url: str) -> None:
+    """On PostgreSQL a serialization failure of a pipelined write inside a savepoint (as each
+    timer tick's consent start runs) surfaces as psycopg's "pipeline aborted", with no
+    SQLSTATE; the transaction is run again like any other conflict (it failed the tick,
+    which then waited its 30 s interval, found with several instances on one store)."""
+    from sqlalchemy import select
+
+    from adapters.storage import tables
+    from adapters.storage.store import _S
+
+    first, other = Store(postgres_url), Store(postgres_url)
+    first.migrate()
+    first.run(lambda tx: tx._db.write(_S.insert_counter, {"name": "sp-test", "value": 0}))
+    attempts = []
+
+    def work(tx) -> None:  # type: ignore[no-untyped-def]
+        attempts.append(1)
+        value = tx._db.rows(_S.counter, {"b_id": "sp-test"})[0][0]  # the snapshot is taken
+        if len(attempts) == 1:  # another instance commits a change of the same row meanwhile
+            other.run(lambda t2: t2._db.write(_S.set_counter, {"b_id": "sp-test", "value": 100}))
+        with tx.savepoint():
+            tx._db.write(_S.set_counter, {"b_id": "sp-test", "value": value + 1})
+            tx.conn.execute(select(tables.counters.c.value))
+
+    first.run(work)
+    assert len(attempts) == 2
+    assert first.run(lambda tx: tx._db.rows(_S.counter, {"b_id": "sp-test"})[0][0]) == 101
+    first.dispose()
+    other.dispose()
