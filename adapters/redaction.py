@@ -88,6 +88,8 @@ def _phone_key(digits: str, plus: bool) -> int | None:
     31612345678. None for digits that are no phone number: without a "+", a "0" or a "00"
     before them, or too few or too many. (Indexing, not str methods: this is called for
     each remembered phone number and each number in a value that starts with a "0".)"""
+    if len(digits) < 2:
+        return None
     if not plus:
         if digits[0] != "0":
             return None
@@ -339,6 +341,15 @@ def _id_shape(text: str) -> _Shape | None:
 
 
 def redact(text: str) -> str:
+    """`text` with its personal data masked. Never raises: a bug here withholds the whole
+    text rather than let it through unmasked (a log handler prints a failed line raw)."""
+    try:
+        return _redact(text)
+    except Exception:  # noqa: BLE001 - the seatbelt must hold whatever it meets
+        return f"[withheld: {len(text)} characters the redaction could not read]"
+
+
+def _redact(text: str) -> str:
     tokens = REMEMBERED._tokens  # noqa: SLF001 - read-only checks on the hot path
     if len(text) <= _SHAPE_MAX_LENGTH:
         bsn, keys, phones = _shape(text)

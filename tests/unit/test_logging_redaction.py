@@ -400,3 +400,26 @@ def test_the_shape_of_any_text_is_the_regexes(text: str) -> None:
     from adapters.redaction import _shape
 
     assert _shape(text) == _shape_by_the_regexes(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["bel 0612345678 / 0 12 terug", "x" * 170 + " teller 0 123456789", "0 0 0 0612345678 0"],
+)
+def test_a_lone_zero_beside_a_phone_number_is_read(text: str) -> None:
+    """A digit group of just "0" (found in a final read: an IndexError, and the log line
+    went out unmasked through the handler's error path)."""
+    remember(["06-12345678"])
+    assert "0612345678" not in redact(text)
+
+
+def test_the_redaction_withholds_a_line_it_cannot_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    import adapters.redaction as redaction
+
+    def broken(text: str) -> str:
+        raise IndexError("a bug")
+
+    monkeypatch.setattr(redaction, "_redact", broken)
+    assert redaction.redact("bel 0612345678") == (
+        "[withheld: 14 characters the redaction could not read]"
+    )
