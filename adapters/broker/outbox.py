@@ -340,6 +340,11 @@ class OutboxRelay:
         wanted = {row.message.message_id: row for row in pending}
         topics = sorted({row.message.topic for row in pending})
         known = await asyncio.to_thread(self.store.sent_positions, topics)
+        # Rows handed back after the broker's loss may be on their topic below offsets
+        # marked since (the relay marks what it sent in the meantime): read those topics
+        # by time, not from the highest offset known.
+        handed_back = {row.message.topic for row in pending if row.check_first}
+        known = {position: o for position, o in known.items() if position[0] not in handed_back}
         oldest = min(row.created_at for row in pending) - timedelta(minutes=5)
         found = await _find_on_topics(
             self.producer.client._bootstrap_servers, topics, known, oldest, set(wanted)

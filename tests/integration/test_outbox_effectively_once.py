@@ -97,6 +97,46 @@ async def test_rows_another_instances_recovery_handed_back_are_looked_for_before
     store.dispose()
 
 
+async def test_rows_handed_back_between_a_send_and_its_mark_are_found_below_it(
+    kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The late recovery commits while the relay has sent rows it has not marked yet: those
+    marks land above the handed-back rows' offsets, so the check reads the topic by time,
+    not from the highest offset known (found in a final read: all six went out twice)."""
+    from datetime import UTC, datetime
+
+    topic, store = await relay_topic_and_store(kafka_bootstrap, tmp_path)
+    relay = OutboxRelay(store, make_producer(kafka_bootstrap, 1_048_576), bootstrap=kafka_bootstrap)
+    await relay.producer.start()
+
+    def one_key(i: int) -> OutboundMessage:  # one partition: later marks land above
+        return OutboundMessage(
+            f"id-{i}", topic, b"VERW-0", f"body {i}".encode(), (("ce_id", f"id-{i}".encode()),)
+        )
+
+    store.run(lambda tx: [tx.add_outbox(one_key(i)) for i in range(6)])
+    assert await relay.publish_pending() == 6
+    store.run(lambda tx: [tx.add_outbox(one_key(i)) for i in (6, 7)])
+    mark, losses = store.mark_published, []
+
+    def late_recovery_then_mark(sent, *, quick=False):  # type: ignore[no-untyped-def]
+        if not losses:  # another instance's recovery commits between the ack and the mark
+            losses.append(store.broker_lost(datetime(2026, 1, 1, tzinfo=UTC)))
+        mark(sent, quick=quick)
+
+    monkeypatch.setattr(store, "mark_published", late_recovery_then_mark)
+    await relay.publish_pending()  # sends 6 and 7; the recovery hands back 0-5; marks 6, 7
+    assert losses[0].requeued == {topic: 6}
+    await relay.publish_pending()  # the check of what was handed back
+    await relay.producer.stop()
+
+    assert relay.reconciled_total == 6
+    async with TopicReader(kafka_bootstrap, topic) as reader:
+        on_topic = Counter(dict(r.headers)["ce_id"].decode() for r in await reader.everything())
+    assert on_topic == Counter({f"id-{i}": 1 for i in range(8)})
+    store.dispose()
+
+
 async def test_a_store_locked_by_another_writer_delays_the_marking_not_the_event_loop(
     kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
