@@ -17,7 +17,8 @@ from schemas.identifiers import ParticipantId, bsn_valid
 SUMMARY_MAX = 280
 # Nine digits, also written with dots, spaces or dashes: a BSN when they pass the 11-proef
 # (a date and a time such as "1-03-2027 10:00" can make nine digits too).
-_BSN_LIKE = re.compile(r"(?<![0-9])[0-9](?:[ .\-]?[0-9]){8}(?![0-9])")
+_DIGIT_RUN = re.compile(r"[0-9]+(?:[ .\-][0-9]+)*")
+_GROUP = re.compile(r"[0-9]+")
 # RFC 3339 section 5.6 date-time (second 60 is a leap second); a time zone is required.
 RFC3339 = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$"
 _RFC3339 = re.compile(RFC3339.removesuffix("$") + r"\Z")
@@ -88,7 +89,23 @@ class WelfareFeedback(BaseModel):
     @field_validator("summary")
     @classmethod
     def _no_bsn(cls, value: str) -> str:
-        for match in _BSN_LIKE.finditer(value):
-            if bsn_valid(re.sub(r"[^0-9]", "", match.group(0))):
-                raise ValueError("the summary contains a number that looks like a BSN")
+        if _holds_a_bsn(value):
+            raise ValueError("the summary contains a number that looks like a BSN")
         return value
+
+
+def _holds_a_bsn(text: str) -> bool:
+    """Whether whole digit groups of a number in `text` (groups joined by single spaces,
+    dots or dashes) make nine digits that pass the 11-proef, wherever they stand in it:
+    "kamer 100 123 456 782" holds one; the date and time "1-03-2027 10:00" does not."""
+    for run in _DIGIT_RUN.finditer(text):
+        groups = _GROUP.findall(run.group(0))
+        for start in range(len(groups)):
+            digits = ""
+            for group in groups[start:]:
+                digits += group
+                if len(digits) >= 9:
+                    break
+            if len(digits) == 9 and bsn_valid(digits):
+                return True
+    return False

@@ -45,6 +45,7 @@ def test_reads_valid_feedback() -> None:
         ({"summary": "x" * 281}, "summary"),
         ({"summary": "Gebeld, bsn 999900018 klopt"}, "looks like a BSN"),
         ({"summary": "nummer 9999.00.018"}, "looks like a BSN"),
+        ({"summary": "kamer 100 123 456 782"}, "looks like a BSN"),  # after another number
         ({"status": "happy"}, "status"),
         ({"occurred_at": "2026-12-04T15:30:00"}, "occurred_at"),
         ({"occurred_at": 1764583200}, "RFC 3339"),  # pydantic alone reads Unix seconds
