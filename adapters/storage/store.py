@@ -1369,9 +1369,10 @@ class Store:
     def checked(self, row_ids: list[int]) -> None:
         """The relay looked for these `check_first` rows on their topics and did not find
         them: they are sent like any other pending row."""
-        with self.engine.begin() as conn:
+
+        def work(tx: Tx) -> None:
             for start in range(0, len(row_ids), 500):
-                conn.execute(
+                tx.conn.execute(
                     update(t.outbox)
                     .where(
                         t.outbox.c.id.in_(row_ids[start : start + 500]),
@@ -1379,6 +1380,8 @@ class Store:
                     )
                     .values(check_first=False)
                 )
+
+        self.run(work)
 
     def sent_positions(self, topics: list[str]) -> dict[tuple[str, int], int]:
         """The highest offset known to hold a message of ours, per topic-partition."""
@@ -1602,11 +1605,17 @@ class Store:
         """A console session signed out: its cookie is refused from now on, until it would
         have expired anyway (then its row goes, with the other expired ones)."""
         ended = t.ended_sessions
-        with contextlib.suppress(IntegrityError), self.engine.begin() as conn:
-            conn.execute(delete(ended).where(ended.c.ends_at < self._now()))
-            if conn.execute(select(1).where(ended.c.session_id == session_id)).first() is None:
-                conn.execute(insert(ended).values(session_id=session_id, ends_at=expires))
-            # IntegrityError: signed out at the same moment through another instance
+
+        def work(tx: Tx) -> None:
+            tx.conn.execute(delete(ended).where(ended.c.ends_at < self._now()))
+            known = select(1).where(ended.c.session_id == session_id)
+            if tx.conn.execute(known).first() is None:
+                tx.conn.execute(insert(ended).values(session_id=session_id, ends_at=expires))
+
+        # retried on conflicts like every transaction; IntegrityError: signed out at the
+        # same moment through another instance
+        with contextlib.suppress(IntegrityError):
+            self.run(work)
 
     def session_ended(self, session_id: str) -> bool:
         ended = t.ended_sessions
