@@ -10,12 +10,16 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from adapters.participants import load_participants
 from schemas.participants import Participants
 from services.settings import DEMO_PARTICIPANTS
+
+if TYPE_CHECKING:
+    from services.runtime import Hub
 
 ROOT = Path(__file__).resolve().parents[1]
 # The official FHIR examples live beside the project (../shared), read in place.
@@ -187,3 +191,23 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             "PERSONAL DATA IN LOG OUTPUT: " + "; ".join(problems), red=True
         )
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def hub_on(url: str, **kwargs: object) -> Hub:
+    """A hub that is never started (its pipelines driven in-process) on the store at `url`,
+    migrated, with the demo participants and no topic prefix; `kwargs` go to `Hub` (e.g.
+    `clock`)."""
+    from adapters.storage.store import Store
+    from schemas.topics import Topics
+    from services.runtime import Hub
+    from services.settings import HubSettings
+
+    store = Store(url)
+    store.migrate()
+    return Hub(
+        settings=HubSettings(database_url=url),
+        participants=load_participants(DEMO_PARTICIPANTS),
+        store=store,
+        topics=Topics(""),
+        **kwargs,  # type: ignore[arg-type]
+    )

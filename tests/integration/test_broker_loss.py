@@ -14,6 +14,7 @@ from schemas.messages import OutboundMessage
 from services.demo.samples import fictional_bsn, referral_bundle, to_bytes
 from services.hub import start_hub
 from services.settings import DEMO_PARTICIPANTS, HubSettings
+from tests.conftest import hub_on
 from tests.integration.helpers import TopicReader, send_consent, send_referral, token, until
 
 WELFARE = "welzijn-hoogeveen"
@@ -115,23 +116,15 @@ def test_a_release_revoked_since_is_never_sent_again(tmp_path: Path) -> None:
     releases and updates of a revoked release; its revoke notice goes again."""
     from itertools import count
 
-    from adapters.participants import load_participants
     from schemas.messages import InboundRecord
-    from schemas.topics import CE_REFERRAL_RELEASED, CE_REFERRAL_REVOKED, Topics
+    from schemas.topics import CE_REFERRAL_RELEASED, CE_REFERRAL_REVOKED
     from services.consent.handlers import consent_pipeline
     from services.demo.samples import consent_resource
     from services.intake.handlers import intake_pipeline
     from services.outputs import disclosure_topics
-    from services.runtime import Hub
 
-    store = Store(f"sqlite:///{tmp_path / 'hub.db'}")
-    store.migrate()
-    hub = Hub(
-        settings=HubSettings(),
-        participants=load_participants(DEMO_PARTICIPANTS),
-        store=store,
-        topics=Topics(""),
-    )
+    hub = hub_on(f"sqlite:///{tmp_path / 'hub.db'}")
+    store = hub.store
     offsets = count()
 
     def record(topic: str, key: str, value: bytes) -> list[InboundRecord]:

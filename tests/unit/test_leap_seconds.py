@@ -18,8 +18,6 @@ from adapters.fhir.common import parse_time_of
 from adapters.fhir.consent import consent_from_bytes
 from adapters.fhir.referral import referral_from_bytes
 from adapters.fhir.validate import validate_resource
-from adapters.participants import load_participants
-from adapters.storage.store import Store
 from schemas.errors import InvalidFhirError, SchakelError
 from schemas.messages import InboundRecord
 from schemas.participants import Participants
@@ -29,12 +27,10 @@ from schemas.registration import (
     ReferralAwaitingConsent,
     ReferralReleased,
 )
-from schemas.topics import Topics
 from services.consent.handlers import consent_pipeline
 from services.demo.samples import consent_resource, fictional_bsn, referral_bundle, to_bytes
 from services.intake.handlers import intake_pipeline
-from services.runtime import Hub
-from services.settings import DEMO_PARTICIPANTS, HubSettings
+from tests.conftest import hub_on
 
 Json = dict[str, Any]
 
@@ -168,14 +164,8 @@ def test_period_order_is_judged_with_a_leap_second_too(
 
 def test_the_hub_takes_a_leap_second_referral_and_consent_and_releases(tmp_path: Path) -> None:
     """Through the intake and consent pipelines: nothing is dead-lettered unreadable."""
-    store = Store(f"sqlite:///{tmp_path / 'hub.db'}")
-    store.migrate()
-    hub = Hub(
-        settings=HubSettings(),
-        participants=load_participants(DEMO_PARTICIPANTS),
-        store=store,
-        topics=Topics(""),
-        clock=lambda: datetime(2026, 12, 1, 9, 0, tzinfo=UTC),
+    hub = hub_on(
+        f"sqlite:///{tmp_path / 'hub.db'}", clock=lambda: datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
     )
     offsets = count()
 

@@ -19,19 +19,14 @@ from adapters.fhir.common import PERSONAL_DEPTH, personal_strings
 from adapters.fhir.consent import consent_from_bytes
 from adapters.fhir.referral import referral_from_bytes
 from adapters.fhir.validate import MAX_DEPTH, _check_rules, _walk, load_json, validate_resource
-from adapters.participants import load_participants
-from adapters.storage.store import Store
 from adapters.welfare.feedback import feedback_from_bytes
 from schemas.errors import InvalidFhirError, InvalidJsonError, SchakelError
 from schemas.messages import InboundRecord
 from schemas.participants import Participants
 from schemas.registration import MessageDeadLettered, ReferralAwaitingConsent
-from schemas.topics import Topics
 from services.demo.samples import consent_resource, fictional_bsn, referral_bundle
 from services.intake.handlers import intake_pipeline
-from services.runtime import Hub
-from services.settings import DEMO_PARTICIPANTS, HubSettings
-from tests.conftest import CORPUS
+from tests.conftest import CORPUS, hub_on
 
 Json = dict[str, Any]
 Outcome = tuple[str, str]
@@ -245,14 +240,7 @@ def test_beyond_what_orjson_reads_it_stays_invalid_json(participants: Participan
 
 
 def test_the_intake_dead_letters_a_deep_referral_with_its_reason(tmp_path: Path) -> None:
-    store = Store(f"sqlite:///{tmp_path / 'hub.db'}")
-    store.migrate()
-    hub = Hub(
-        settings=HubSettings(),
-        participants=load_participants(DEMO_PARTICIPANTS),
-        store=store,
-        topics=Topics(""),
-    )
+    hub = hub_on(f"sqlite:///{tmp_path / 'hub.db'}")
     records = []
     for offset, levels in enumerate((3, 200)):
         bundle = referral_bundle(f"VERW-DEEP-{levels}", bsn=fictional_bsn(offset))

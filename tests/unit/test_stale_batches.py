@@ -11,27 +11,15 @@ from pathlib import Path
 
 import orjson
 
-from adapters.participants import load_participants
-from adapters.storage.store import Store
 from schemas import topics as names
 from schemas.messages import InboundRecord
-from schemas.topics import Topics
 from services.consent.handlers import consent_pipeline
 from services.demo.samples import consent_resource, fictional_bsn, referral_bundle, to_bytes
 from services.intake.handlers import intake_pipeline
 from services.runtime import Hub
-from services.settings import DEMO_PARTICIPANTS, HubSettings
+from tests.conftest import hub_on
 
 BSN = fictional_bsn(41)
-
-
-def _hub(url: str) -> Hub:
-    return Hub(
-        settings=HubSettings(database_url=url),
-        participants=load_participants(DEMO_PARTICIPANTS),
-        store=Store(url),
-        topics=Topics(""),
-    )
 
 
 def _consent(offset: int, classes: tuple[str, ...], timestamp_ms: int = 1_000) -> InboundRecord:
@@ -51,8 +39,7 @@ def _phones_sent(hub: Hub) -> list[bool]:
 
 def test_a_stale_batch_of_the_partitions_old_owner_is_not_applied(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'hub.db'}"
-    old_owner, new_owner = _hub(url), _hub(url)
-    old_owner.store.migrate()
+    old_owner, new_owner = hub_on(url), hub_on(url)
     referral = to_bytes(referral_bundle("R-ST-1", bsn=BSN))
     intake_pipeline(old_owner).process(
         [InboundRecord(names.REFERRAL_CREATED, 0, 0, b"R-ST-1", referral, (), 500)]
@@ -76,8 +63,7 @@ def test_a_record_at_a_position_seen_before_but_of_another_time_is_applied(
     """A topic made again (a broker that lost its state starts at offset 0 again) reuses
     positions: its records have other timestamps and are applied."""
     url = f"sqlite:///{tmp_path / 'hub.db'}"
-    hub = _hub(url)
-    hub.store.migrate()
+    hub = hub_on(url)
     referral = to_bytes(referral_bundle("R-ST-1", bsn=BSN))
     intake_pipeline(hub).process(
         [InboundRecord(names.REFERRAL_CREATED, 0, 0, b"R-ST-1", referral, (), 500)]
