@@ -5,8 +5,11 @@ if it does not answer, the tests that need it fail; they are never skipped."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
+import sqlite3
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -211,3 +214,55 @@ def hub_on(url: str, **kwargs: object) -> Hub:
         topics=Topics(""),
         **kwargs,  # type: ignore[arg-type]
     )
+
+
+class HeldWriteLock:
+    """Another writer holding an SQLite database's write lock until the first `release`.
+    A watchdog thread releases it after `timeout` seconds: only a regression that blocks
+    the event loop (so that nothing on it can let go) leaves it to the watchdog, and the
+    test then fails on `released_by` instead of hanging."""
+
+    def __init__(self, db: Path, timeout: float) -> None:
+        self._conn = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+        self._conn.execute("BEGIN IMMEDIATE")
+        self._lock = threading.Lock()
+        self.released = threading.Event()
+        self.released_by: list[str] = []
+        self._watchdog = threading.Timer(timeout, self.release, ("watchdog",))
+        self._watchdog.start()
+
+    def release(self, by: str) -> None:
+        with self._lock:
+            if not self.released.is_set():
+                self.released_by.append(by)
+                self.released.set()  # before the COMMIT: nothing can be applied before it
+                self._conn.execute("COMMIT")
+
+    def close(self) -> None:
+        self._watchdog.cancel()
+        self.release("test end")
+        self._conn.close()
+
+
+class LoopTurns:
+    """Counts the event loop's turns from a task of its own (start it on the loop)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._ticked = asyncio.Event()
+        self._task = asyncio.create_task(self._tick())
+
+    async def _tick(self) -> None:
+        while True:
+            self.count += 1
+            self._ticked.set()
+            await asyncio.sleep(0)
+
+    async def wait(self, n: int) -> None:
+        """Until the loop has turned `n` more times."""
+        for _ in range(n):
+            self._ticked.clear()
+            await self._ticked.wait()
+
+    def stop(self) -> None:
+        self._task.cancel()

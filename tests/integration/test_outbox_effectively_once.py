@@ -11,6 +11,7 @@ import pytest
 from adapters.broker.client import Sender
 from adapters.broker.outbox import OutboxRelay, make_producer
 from schemas.messages import OutboundMessage
+from tests.conftest import HeldWriteLock, LoopTurns
 from tests.integration.helpers import TopicReader, relay_topic_and_store
 
 
@@ -144,7 +145,6 @@ async def test_a_store_locked_by_another_writer_delays_the_marking_not_the_event
     write lock held elsewhere, marking takes a worker thread (and waits there), the loop
     stays free meanwhile, and every message is on the topic once and marked."""
     import asyncio
-    import sqlite3
     import threading
 
     timeout = 30.0  # generous: on a correct relay each wait ends soon after its cause
@@ -171,37 +171,8 @@ async def test_a_store_locked_by_another_writer_delays_the_marking_not_the_event
         marked.append(threading.current_thread())
 
     monkeypatch.setattr(store, "mark_published", spying_mark)
-    other = sqlite3.connect(tmp_path / "outbox.db", isolation_level=None, check_same_thread=False)
-    other.execute("BEGIN IMMEDIATE")  # another writer holds the lock
-    released_by: list[str] = []
-    releasing = threading.Lock()
-
-    def release(by: str) -> None:
-        with releasing:
-            if not released_by:
-                released_by.append(by)
-                other.execute("COMMIT")
-
-    # Only for a regression that blocks the loop: nothing on the loop could let go, so
-    # this thread does, and the test fails on its assertions instead of hanging.
-    watchdog = threading.Timer(timeout, release, ("watchdog",))
-    watchdog.start()
-    ticks = 0  # turns of the event loop, counted by a task of its own
-    ticked = asyncio.Event()
-
-    async def tick() -> None:
-        nonlocal ticks
-        while True:
-            ticks += 1
-            ticked.set()
-            await asyncio.sleep(0)
-
-    async def turns(n: int) -> None:
-        for _ in range(n):
-            ticked.clear()
-            await ticked.wait()
-
-    ticker = asyncio.create_task(tick())
+    lock = HeldWriteLock(tmp_path / "outbox.db", timeout)  # another writer holds it
+    turns = LoopTurns()
     publishing = asyncio.create_task(relay.publish_pending())
     try:
         async with TopicReader(kafka_bootstrap, topic) as reader:
@@ -210,24 +181,22 @@ async def test_a_store_locked_by_another_writer_delays_the_marking_not_the_event
             assert marks == [(main, True), (marks[-1][0], False)], marks
             assert marks[-1][0] is not main, "marking waits for the lock on the event loop"
             assert relay._off_loop_until > 0, "the relay fell back to a worker thread"
-            before = ticks
-            await asyncio.wait_for(turns(50), timeout)  # the loop runs on ...
-            assert ticks >= before + 50
+            before = turns.count
+            await asyncio.wait_for(turns.wait(50), timeout)  # the loop runs on ...
+            assert turns.count >= before + 50
             assert not publishing.done() and marked == [], "... but not marked while locked"
-            release("event loop")
+            lock.release("event loop")
             sent = await asyncio.wait_for(publishing, timeout)
             on_topic = Counter(
                 dict(r.headers)["ce_id"].decode()
                 for r in await asyncio.wait_for(reader.everything(), timeout)
             )
     finally:
-        watchdog.cancel()
-        ticker.cancel()
+        turns.stop()
         publishing.cancel()  # no-op once done
-        release("test end")
-        other.close()
+        lock.close()
         await relay.producer.stop()
-    assert released_by == ["event loop"], "the event loop let the other writer go"
+    assert lock.released_by == ["event loop"], "the event loop let the other writer go"
     assert marked == [marks[-1][0]], "marked once, in the worker thread, after the lock"
     assert sent == 6
     assert store.pending_outbox() == []

@@ -20,6 +20,7 @@ from services.demo.samples import fictional_bsn, referral_bundle, to_bytes
 from services.intake.handlers import intake_pipeline
 from services.runtime import Hub
 from services.settings import DEMO_PARTICIPANTS, HubSettings
+from tests.conftest import HeldWriteLock, LoopTurns
 
 
 @pytest.fixture
@@ -176,27 +177,9 @@ async def test_a_locked_store_sends_the_records_to_the_worker_thread_and_none_ar
     so the records take the patient path (a thread that waits), and the next batch does too
     until the pause is over. The loop itself stays free while the lock is held: it runs
     other tasks, and it is the loop that lets the other writer go."""
-    import sqlite3
-
     loop = asyncio.get_running_loop()
     main = threading.current_thread()
-    other = sqlite3.connect(tmp_path / "hub.db", isolation_level=None, check_same_thread=False)
-    other.execute("BEGIN IMMEDIATE")  # holds the write lock
-    released = threading.Event()
-    released_by: list[str] = []
-    releasing = threading.Lock()
-
-    def release(by: str) -> None:
-        with releasing:
-            if not released.is_set():
-                released_by.append(by)
-                released.set()  # before the COMMIT: nothing can be applied before it
-                other.execute("COMMIT")
-
-    # Only for a regression that blocks the loop: nothing on the loop could let go, so
-    # this thread does, and the test fails on its assertions instead of hanging.
-    watchdog = threading.Timer(LOCKED_TIMEOUT, release, ("watchdog",))
-    watchdog.start()
+    lock = HeldWriteLock(tmp_path / "hub.db", LOCKED_TIMEOUT)  # another writer holds it
 
     patient: list[threading.Thread] = []  # threads that began a waiting (non-quick) attempt
     in_patient_path = asyncio.Event()
@@ -211,43 +194,26 @@ async def test_a_locked_store_sends_the_records_to_the_worker_thread_and_none_ar
     monkeypatch.setattr(hub.store, "run", spying_run)
     applied: list[tuple[threading.Thread, bool]] = []  # (thread, lock released by then)
     hub.before_apply = lambda _tx, _record: applied.append(
-        (threading.current_thread(), released.is_set())
+        (threading.current_thread(), lock.released.is_set())
     )
-    ticks = 0  # turns of the event loop, counted by a task of its own
-    ticked = asyncio.Event()
-
-    async def other_task() -> None:
-        nonlocal ticks
-        while True:
-            ticks += 1
-            ticked.set()
-            await asyncio.sleep(0)
-
-    async def turns(n: int) -> None:
-        for _ in range(n):
-            ticked.clear()
-            await ticked.wait()
-
-    ticker = asyncio.create_task(other_task())
+    turns = LoopTurns()  # another task on the loop
     pipeline = intake_pipeline(hub)
     handling = asyncio.create_task(pipeline.handle([_referral(1), _referral(2)]))
     try:
         await asyncio.wait_for(in_patient_path.wait(), LOCKED_TIMEOUT)
         assert patient and patient[0] is not main, "the patient path ran on the event loop"
-        assert not released.is_set() and not handling.done(), "applied while the lock was held"
-        before = ticks
-        await asyncio.wait_for(turns(50), LOCKED_TIMEOUT)  # the loop runs other tasks ...
-        assert ticks >= before + 50
+        assert not lock.released.is_set() and not handling.done(), "applied while the lock was held"
+        before = turns.count
+        await asyncio.wait_for(turns.wait(50), LOCKED_TIMEOUT)  # the loop runs other tasks ...
+        assert turns.count >= before + 50
         assert not handling.done() and applied == [], "... while the records wait for the lock"
-        release("event loop")
+        lock.release("event loop")
         events = await asyncio.wait_for(handling, LOCKED_TIMEOUT)
     finally:
-        watchdog.cancel()
-        ticker.cancel()
+        turns.stop()
         handling.cancel()  # no-op once done
-        release("test end")
-        other.close()
-    assert released_by == ["event loop"], "the event loop let the other writer go"
+        lock.close()
+    assert lock.released_by == ["event loop"], "the event loop let the other writer go"
     assert sorted(e.referral_id for e in events if isinstance(e, ReferralAwaitingConsent)) == [
         "VERW-R-1",
         "VERW-R-2",
