@@ -141,7 +141,7 @@ class RunningHub:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.broker.stop(), 15)
             report = await ensure_topics(self.bootstrap, self.specs)
-            _warn_partition_mismatch(
+            _warn_topic_report(
                 report,
                 "topic came back with another partition count (a client re-created it "
                 "before the hub did); keeping it",
@@ -231,9 +231,7 @@ async def start_hub(
         topics = Topics(settings.topic_prefix)
         specs = topic_specs(settings, participants, topics)
         report = await ensure_topics(bootstrap, specs)
-        _warn_partition_mismatch(
-            report, "topic has another partition count than configured; keeping it"
-        )
+        _warn_topic_report(report, "topic has another partition count than configured; keeping it")
         log.info(
             "topics ready",
             created=len(report.created),
@@ -321,7 +319,9 @@ async def start_hub(
     return running
 
 
-def _warn_partition_mismatch(report: TopicReport, message: str) -> None:
+def _warn_topic_report(report: TopicReport, message: str) -> None:
+    """What `ensure_topics` found kept as it was: partition counts (`message` says why) and
+    configs below what the hub needs."""
     for name, wanted, actual in report.partition_mismatch:
         log.warning(message, topic=name, wanted=wanted, actual=actual)
     for name, key, wanted, actual in report.config_too_low:
