@@ -361,13 +361,12 @@ def audit_trail(
 
     hub = _offline_hub(settings)
     lines = referral_trail(hub.store, referral_id)
-    held = hub.store.run(lambda tx: tx.referral(referral_id[:64]))
     record_operator_action(  # who saw what about this client is itself about the client
         hub,
         "read",
         f"audit trail: {len(lines)} entries",
         referral_id=referral_id[:64],
-        bsn=held.referral.client.bsn if held is not None else None,
+        bsn=hub.store.patient_of_referral(referral_id[:64]),
         data=("audit-trail",),
     )
     if as_json:
