@@ -24,14 +24,12 @@ from pydantic import BaseModel
 from sqlalchemy import (
     Connection,
     Engine,
-    and_,
     bindparam,
     create_engine,
     delete,
     event,
     func,
     insert,
-    or_,
     select,
     text,
     update,
@@ -341,6 +339,16 @@ class _S:
     )
     insert_audit = insert(t.audit_log)
     insert_processing_log = insert(t.processing_log)
+    processing_span = select(
+        t.processing_log.c.topic,
+        t.processing_log.c.partition,
+        t.processing_log.c.offset,
+        t.processing_log.c.timestamp_ms,
+    ).where(
+        t.processing_log.c.topic == bindparam("b_topic"),
+        t.processing_log.c.partition == bindparam("b_partition"),
+        t.processing_log.c.offset.between(bindparam("b_lo"), bindparam("b_hi")),
+    )
     counter = select(t.counters.c.value).where(t.counters.c.name == bindparam("b_id"))
     set_counter = (
         update(t.counters)
@@ -1102,21 +1110,19 @@ class Tx:
         spans: dict[tuple[str, int], list[int]] = {}
         for topic, partition, offset, _ in records:
             spans.setdefault((topic, partition), []).append(offset)
-        log = t.processing_log.c
-        found = self.conn.execute(
-            select(log.topic, log.partition, log.offset, log.timestamp_ms).where(
-                or_(
-                    *(
-                        and_(
-                            log.topic == topic,
-                            log.partition == partition,
-                            log.offset.between(min(offsets), max(offsets)),
-                        )
-                        for (topic, partition), offsets in spans.items()
-                    )
-                )
+        found: list[tuple[Any, ...]] = []
+        for (topic, partition), offsets in spans.items():
+            # One built statement a partition (a poll's batch mostly holds one): building a
+            # statement per transaction cost more than reading with it.
+            found += self._db.rows(
+                _S.processing_span,
+                {
+                    "b_topic": topic,
+                    "b_partition": partition,
+                    "b_lo": min(offsets),
+                    "b_hi": max(offsets),
+                },
             )
-        ).all()
         held = {(a, int(b), int(c), d) for a, b, c, d in found}
         return {r for r in records if r in held}
 

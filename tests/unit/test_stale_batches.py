@@ -7,8 +7,6 @@ SQLite store shared by two hubs)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import orjson
 
 from schemas import topics as names
@@ -37,8 +35,8 @@ def _phones_sent(hub: Hub) -> list[bool]:
     ]
 
 
-def test_a_stale_batch_of_the_partitions_old_owner_is_not_applied(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'hub.db'}"
+def test_a_stale_batch_of_the_partitions_old_owner_is_not_applied(store_url: str) -> None:
+    url = store_url
     old_owner, new_owner = hub_on(url), hub_on(url)
     referral = to_bytes(referral_bundle("R-ST-1", bsn=BSN))
     intake_pipeline(old_owner).process(
@@ -58,12 +56,11 @@ def test_a_stale_batch_of_the_partitions_old_owner_is_not_applied(tmp_path: Path
 
 
 def test_a_record_at_a_position_seen_before_but_of_another_time_is_applied(
-    tmp_path: Path,
+    store_url: str,
 ) -> None:
     """A topic made again (a broker that lost its state starts at offset 0 again) reuses
     positions: its records have other timestamps and are applied."""
-    url = f"sqlite:///{tmp_path / 'hub.db'}"
-    hub = hub_on(url)
+    hub = hub_on(store_url)
     referral = to_bytes(referral_bundle("R-ST-1", bsn=BSN))
     intake_pipeline(hub).process(
         [InboundRecord(names.REFERRAL_CREATED, 0, 0, b"R-ST-1", referral, (), 500)]
@@ -71,3 +68,28 @@ def test_a_record_at_a_position_seen_before_but_of_another_time_is_applied(
     consent_pipeline(hub).process([_consent(0, ("referral",), timestamp_ms=1_000)])
     consent_pipeline(hub).process([_consent(0, ("referral", "contact-phone"), timestamp_ms=9_000)])
     assert _phones_sent(hub) == [False, True]
+
+
+def test_a_batch_of_two_partitions_skips_only_the_positions_applied_already(
+    store_url: str,
+) -> None:
+    """Each partition's span is looked up on its own: the same offset on another partition
+    of the topic is another record, applied; the record applied already is not."""
+    old_owner, new_owner = hub_on(store_url), hub_on(store_url)
+    referral = to_bytes(referral_bundle("R-ST-1", bsn=BSN))
+    intake_pipeline(old_owner).process(
+        [InboundRecord(names.REFERRAL_CREATED, 0, 0, b"R-ST-1", referral, (), 500)]
+    )
+    consent_pipeline(old_owner).process([_consent(9, ("referral",))])
+    widened = _consent(10, ("referral", "contact-phone"))
+    consent_pipeline(new_owner).process([widened])
+    on_partition_1 = InboundRecord(
+        names.CONSENT_GRANTED, 1, 10, b"R-ST-1", _consent(0, ("referral",)).value, (), 1_000
+    )
+    consent_pipeline(old_owner).process([widened, on_partition_1])
+
+    assert _phones_sent(new_owner) == [False, True, False], "the narrowing on partition 1"
+    order = [
+        (partition, offset) for _, _, partition, offset, _ in new_owner.store.processing_order()
+    ]
+    assert order.count((0, 10)) == 1 and order.count((1, 10)) == 1
