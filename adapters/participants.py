@@ -56,6 +56,7 @@ def parse_participants(data: dict[str, Any], source: str = "<participants>") -> 
     seen: dict[str, int] = {}
     owners: dict[tuple[str, str], str] = {}
     serving: dict[str, list[str]] = defaultdict(list)
+    tokens: dict[str, int] = {}
     for index, participant in enumerate(parsed.participant):
         label = f"{source}: participant[{index}] (id {participant.id!r})"
         if participant.id in seen:
@@ -72,6 +73,14 @@ def parse_participants(data: dict[str, Any], source: str = "<participants>") -> 
             owners.setdefault(key, participant.id)
         for code in participant.serves:
             serving[code].append(participant.id)
+        digest = participant.api_token_sha256
+        if digest is not None and digest in tokens:
+            # one token, two participants: its bearer would be taken for either of them
+            problems.append(
+                f"{label}: field 'api_token_sha256': the same token as participant[{tokens[digest]}]"
+            )
+        if digest is not None:
+            tokens.setdefault(digest, index)
     for code, ids in sorted(serving.items()):
         if len(ids) > 1:
             problems.append(

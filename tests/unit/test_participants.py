@@ -77,6 +77,37 @@ def test_duplicate_ids_and_identifiers_are_refused() -> None:
         parse_participants({"participant": [WELFARE, other]}, "f.toml")
 
 
+def test_one_token_for_two_participants_is_refused() -> None:
+    """Its bearer would be taken for either of them: one of the two would see the other's
+    registrations."""
+    digest = "ab" * 32
+    other = {**WELFARE, "id": "welzijn-b", "identifiers": [{"system": "u", "value": "2"}]}
+    other["serves"] = ["0119"]
+    with pytest.raises(
+        ConfigurationError,
+        match=r"participant\[1\] \(id 'welzijn-b'\): field 'api_token_sha256': the same token "
+        r"as participant\[0\]",
+    ):
+        parse_participants(
+            {
+                "participant": [
+                    {**GP, "api_token_sha256": digest},
+                    {**other, "api_token_sha256": digest},
+                ]
+            },
+            "f.toml",
+        )
+    parse_participants(
+        {
+            "participant": [
+                {**GP, "api_token_sha256": digest},
+                {**other, "api_token_sha256": "cd" * 32},
+            ]
+        },
+        "f.toml",
+    )
+
+
 def test_ambiguous_routing_is_refused() -> None:
     other = {**WELFARE, "id": "welzijn-b", "identifiers": [{"system": "u", "value": "2"}]}
     with pytest.raises(ConfigurationError, match="0118 is served by welzijn-a, welzijn-b"):
