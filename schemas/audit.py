@@ -31,7 +31,10 @@ class AuditRecord(BaseModel):
 
     action: AuditAction
     recorded: datetime
-    actor: str = Field(description="participant id, 'operator', or 'schakel-hub'")
+    actor: str = Field(
+        description="participant id, 'operator:<name>' (an operator command), 'operator' "
+        "(the console's operator token), or 'schakel-hub'"
+    )
     actor_role: str = Field(description="gp-practice | welfare | municipality | operator | hub")
     recipient: str | None = Field(default=None, description="the organisation that received data")
     referral_id: str | None = None

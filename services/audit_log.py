@@ -16,6 +16,7 @@ import secrets
 from adapters.broker.cloudevents import ce_headers, continue_trace
 from adapters.fhir.audit_event import audit_event, canonical, published
 from adapters.storage.store import Tx
+from schemas.access import OPERATOR_ROLE
 from schemas.audit import AuditEntry, AuditRecord
 from schemas.ids import message_id
 from schemas.messages import OutboundMessage
@@ -95,8 +96,8 @@ def record_operator_action(
             AuditRecord(
                 action=action,  # type: ignore[arg-type]
                 recorded=hub.clock(),
-                actor="operator",
-                actor_role="operator",
+                actor=hub.settings.operator_actor,
+                actor_role=OPERATOR_ROLE,
                 referral_id=referral_id,
                 patient=pseudonym(tx, bsn),
                 data=data,

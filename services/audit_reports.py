@@ -14,6 +14,7 @@ import orjson
 
 from adapters.fhir.audit_event import HUB_SYSTEM, chain_fields
 from adapters.storage.store import Store, Tx
+from schemas.access import OPERATOR_ROLE
 from schemas.audit import AuditEntry, AuditRecord
 from schemas.participants import Participants
 from services.audit_log import append, pseudonym
@@ -265,7 +266,7 @@ def patient_entries(hub: Hub, bsn: str, asked_by: str) -> list[TrailLine]:
                 action="subject-access",
                 recorded=hub.clock(),
                 actor=asked_by,
-                actor_role="operator",
+                actor_role=OPERATOR_ROLE,
                 patient=key,
                 data=("access-report",),
             ),
@@ -335,9 +336,10 @@ def _org(participants: Participants, pid: str | None) -> str:
     if not pid:
         return "—"
     participant = participants.get(pid)
-    return (
-        participant.name if participant else ("Beheerder / operator" if pid == "operator" else pid)
-    )
+    if participant is not None:
+        return participant.name
+    # an operator, by role: the patient's report names organisations, not their staff
+    return "Beheerder / operator" if pid.split(":")[0] == OPERATOR_ROLE else pid
 
 
 def subject_access_html(lines: list[TrailLine], participants: Participants, made: datetime) -> str:

@@ -401,17 +401,26 @@ def audit_subject_access(
         "inzageverzoek.html"
     ),
     asked_by: Annotated[
-        str, typer.Option("--by", help="who asks (recorded in the audit trail)")
-    ] = "operator",
+        str | None,
+        typer.Option(
+            "--by",
+            help="the operator making the report, recorded in the audit trail "
+            "(default: SCHAKEL_OPERATOR, else your login name)",
+        ),
+    ] = None,
 ) -> None:
     """Write the AVG art. 15 report for one patient (Dutch and English HTML); audited."""
     settings = _settings()
     configure_logging("WARNING", settings.log_format)
+    from schemas.access import OPERATOR_NAME, OPERATOR_NAME_RULE, operator_actor
     from schemas.identifiers import bsn_valid
     from services.audit_reports import patient_entries, subject_access_html
 
     if not bsn_valid(bsn):
         raise _fail("that is not a valid BSN (9 digits, 11-proef)")
+    if asked_by is not None and not OPERATOR_NAME.fullmatch(asked_by):
+        raise _fail(f"--by {OPERATOR_NAME_RULE}")
+    actor = operator_actor(asked_by) if asked_by else settings.operator_actor
     # Checked before the request is recorded, so that the trail holds no report never made.
     folder = out.parent
     if out.is_dir():
@@ -421,7 +430,7 @@ def audit_subject_access(
     if not os.access(folder, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
         raise _fail(f"--out {out} cannot be written")
     hub = _offline_hub(settings)
-    lines = patient_entries(hub, bsn, asked_by)
+    lines = patient_entries(hub, bsn, actor)
     try:
         out.write_text(subject_access_html(lines, hub.participants, hub.clock()), "utf-8")
     except OSError as exc:
@@ -532,6 +541,7 @@ def replay(
                 settings.kafka_bootstrap_servers or "",
                 target,
                 span,
+                operator=settings.operator_actor,
                 progress=progress,
                 compare_with_live=not no_compare,
             )

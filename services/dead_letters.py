@@ -71,7 +71,9 @@ async def reprocess(
     # all, the pipeline's claim of the id still processes the record once.
     reprocess_id = message_id("reprocess", letter.message_id)
     if not hub.store.run(
-        lambda tx: tx.record_reprocess(letter.message_id, reprocess_id, hub.clock(), "operator")
+        lambda tx: tx.record_reprocess(
+            letter.message_id, reprocess_id, hub.clock(), hub.settings.operator_actor
+        )
     ):
         raise ReprocessError(
             f"dead letter {letter.message_id} was reprocessed before; it is sent once"

@@ -27,6 +27,7 @@ from adapters.participants import load_participants
 from adapters.storage.store import BrokerLoss, Store
 from adapters.storage.views import Views
 from schemas import topics as topic_names
+from schemas.errors import ConfigurationError
 from schemas.messages import Headers
 from schemas.participants import Participants
 from schemas.topics import Topics
@@ -79,8 +80,31 @@ def load_configured_participants(settings: HubSettings) -> Participants:
             "SCHAKEL_PARTICIPANTS is not set: using the demo participants file",
             path=str(DEMO_PARTICIPANTS),
         )
-        return load_participants(DEMO_PARTICIPANTS)
-    return load_participants(settings.participants)
+        participants = load_participants(DEMO_PARTICIPANTS)
+    else:
+        participants = load_participants(settings.participants)
+    _tokens_distinct(settings, participants)
+    return participants
+
+
+def _tokens_distinct(settings: HubSettings, participants: Participants) -> None:
+    """Every bearer token names one viewer: an operator's token that is also a
+    participant's, or another operator's, would be taken for either of them."""
+    owners = {p.api_token_sha256: f"participant {p.id}" for p in participants if p.api_token_sha256}
+    shared = settings.operator_token_sha256
+    if shared is not None:
+        digest = shared.get_secret_value().strip().lower()
+        if digest in owners:
+            raise ConfigurationError(
+                f"SCHAKEL_OPERATOR_TOKEN_SHA256: the same token as {owners[digest]}'s"
+            )
+        owners[digest] = "the shared operator token"
+    for person, digest in settings.operator_digests.items():
+        if digest in owners:
+            raise ConfigurationError(
+                f"SCHAKEL_OPERATOR_TOKENS_SHA256: {person}'s token is the same as {owners[digest]}'s"
+            )
+        owners[digest] = f"operator {person}"
 
 
 @dataclass
@@ -389,7 +413,7 @@ def _api_context(hub: Hub, bootstrap: str, sender: Sender) -> ApiContext:
     return ApiContext(
         hub=hub,
         views=Views(hub.store),
-        auth=Authenticator(hub.participants, operator, secret),
+        auth=Authenticator(hub.participants, operator, secret, settings.operator_digests),
         publish=publish,
         ready=ready,
     )

@@ -30,6 +30,7 @@ from adapters.broker.reading import PartitionReader, TopicPartition
 from adapters.storage import tables as t
 from adapters.storage.store import Store, Tx
 from schemas import topics as names
+from schemas.access import OPERATOR_ROLE
 from schemas.audit import AuditRecord
 from schemas.messages import InboundRecord
 from services import collector
@@ -247,7 +248,7 @@ async def replay(
     into: Store,
     span: ReplayRange,
     *,
-    operator: str = "operator",
+    operator: str = OPERATOR_ROLE,
     progress: Callable[[int, int], None] | None = None,
     compare_with_live: bool = True,
 ) -> ReplayResult:
@@ -293,7 +294,7 @@ async def replay(
                 action="replay",
                 recorded=live.clock(),
                 actor=operator,
-                actor_role="operator",
+                actor_role=OPERATOR_ROLE,
                 data=tuple(span.topics),
                 detail=f"{result.records} records; {len(result.differences)} differences",
             ),

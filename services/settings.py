@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import re
 from pathlib import Path
 from typing import Literal
@@ -9,9 +10,36 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from schemas.access import OPERATOR_NAME, OPERATOR_NAME_RULE, operator_actor
+
 DEMO_PARTICIPANTS = Path(__file__).parent / "demo" / "participants.toml"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _login_name() -> str | None:
+    """The name of the account running this process, when it has a usable one."""
+    try:
+        name = getpass.getuser()
+    except (KeyError, OSError, ImportError):  # an account with no name (a container's uid)
+        return None
+    return name if OPERATOR_NAME.fullmatch(name) else None
+
+
+def _named(value: str) -> dict[str, str]:
+    """`name=digest,name=digest` read, or ValueError naming the entry by position (a digest
+    is a secret's hash and is never repeated in an error)."""
+    named: dict[str, str] = {}
+    for i, entry in enumerate((e.strip() for e in value.split(",") if e.strip()), start=1):
+        name, sep, digest = (part.strip() for part in entry.partition("="))
+        if not sep or not OPERATOR_NAME.fullmatch(name):
+            raise ValueError(f"entry {i} must be name=<SHA-256 hex>; the name {OPERATOR_NAME_RULE}")
+        if not _SHA256.fullmatch(digest.lower()):
+            raise ValueError(f"entry {i} ({name}): the SHA-256 of the token, 64 hex digits")
+        if name in named:
+            raise ValueError(f"entry {i}: {name} is named twice")
+        named[name] = digest.lower()
+    return named
 
 
 class HubSettings(BaseSettings):
@@ -56,6 +84,16 @@ class HubSettings(BaseSettings):
     operator_token_sha256: SecretStr | None = Field(
         default=None, description="SHA-256 (hex) of the operator's bearer token"
     )
+    operator_tokens_sha256: SecretStr | None = Field(
+        default=None,
+        description="named operators' bearer tokens: name=<SHA-256 hex>, comma-separated; "
+        "each one's reads are audited under its name",
+    )
+    operator: str | None = Field(
+        default=None,
+        description="who runs the operator commands, recorded as the actor of their audit "
+        "entries; unset: the login name of the account running them",
+    )
     session_secret: SecretStr | None = Field(
         default=None, description="signs console sessions; unset: a random one per process"
     )
@@ -83,6 +121,21 @@ class HubSettings(BaseSettings):
             raise ValueError("must be the SHA-256 of the token: 64 hex digits, not the token")
         return value
 
+    @field_validator("operator_tokens_sha256")
+    @classmethod
+    def _named_digests(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            _named(value.get_secret_value())  # refused at start, not at the first sign-in
+        return value
+
+    @field_validator("operator")
+    @classmethod
+    def _a_name(cls, value: str | None) -> str | None:
+        name = (value or "").strip()
+        if name and not OPERATOR_NAME.fullmatch(name):
+            raise ValueError(OPERATOR_NAME_RULE)
+        return name or None  # empty, as an unset variable often is: the login name
+
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, value: str) -> str:
@@ -94,6 +147,18 @@ class HubSettings(BaseSettings):
     @property
     def allow_test_bsn(self) -> bool:
         return self.env != "production"
+
+    @property
+    def operator_actor(self) -> str:
+        """The actor of an operator command's audit entries: `operator` named, else the
+        login name, else the role alone."""
+        return operator_actor(self.operator or _login_name())
+
+    @property
+    def operator_digests(self) -> dict[str, str]:
+        """The named operators' token digests, by name."""
+        tokens = self.operator_tokens_sha256
+        return _named(tokens.get_secret_value()) if tokens is not None else {}
 
     def group_id(self, service: str) -> str:
         return f"{self.topic_prefix}{self.consumer_group_prefix}-{service}"

@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from schemas.access import Viewer
@@ -28,13 +29,21 @@ class Session:
 
 class Authenticator:
     def __init__(
-        self, participants: Participants, operator_sha256: str | None, session_secret: str | None
+        self,
+        participants: Participants,
+        operator_sha256: str | None,
+        session_secret: str | None,
+        named_operators: Mapping[str, str] | None = None,
     ) -> None:
+        """`operator_sha256` is the shared operator token's digest (its reads are audited as
+        `operator`), `named_operators` each person's own, by name (`operator:<name>`)."""
         self._known: list[tuple[str, Viewer]] = [
             (p.api_token_sha256, Viewer(p.kind, p.id)) for p in participants if p.api_token_sha256
         ]
         if operator_sha256:
             self._known.append((operator_sha256.strip().lower(), Viewer("operator")))
+        for person, digest in (named_operators or {}).items():
+            self._known.append((digest.strip().lower(), Viewer("operator", person=person)))
         self._by_name = {viewer.name: viewer for _, viewer in self._known}
         self._secret = (session_secret or secrets.token_hex(32)).encode()
 

@@ -31,6 +31,8 @@ E = TypeVar("E")
 FENCE = "x-test-fence"
 OPERATOR_TOKEN = "test-operator-token"
 OPERATOR_SHA256 = hashlib.sha256(OPERATOR_TOKEN.encode()).hexdigest()
+NAMED_OPERATOR = "j.devries"  # fictional: an operator with a token of their own
+NAMED_OPERATOR_TOKEN = "test-token-of-j.devries"
 
 
 def token(participant_id: str) -> str:
@@ -54,6 +56,10 @@ def settings_for(bootstrap: str, database_url: str, prefix: str, **kw: Any) -> H
         topic_partitions=kw.pop("topic_partitions", 3),
         http_port=kw.pop("http_port", 0),
         operator_token_sha256=kw.pop("operator_token_sha256", OPERATOR_SHA256),
+        operator_tokens_sha256=kw.pop(
+            "operator_tokens_sha256",
+            f"{NAMED_OPERATOR}={hashlib.sha256(NAMED_OPERATOR_TOKEN.encode()).hexdigest()}",
+        ),
         **kw,
     )
 

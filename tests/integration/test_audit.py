@@ -66,6 +66,7 @@ def _cli(
         "SCHAKEL_DATABASE_URL": store_url,
         "SCHAKEL_PARTICIPANTS": str(DEMO_PARTICIPANTS),
         "SCHAKEL_LOG_FORMAT": "json",
+        "SCHAKEL_OPERATOR": "j.devries",
         "COLUMNS": "200",
     }
     return subprocess.run(
@@ -180,7 +181,9 @@ async def test_trail_and_subject_access(kafka_bootstrap: str, tmp_path: Path) ->
     assert "Welzijn De Schakel Hoogeveen" in human.stdout
     assert "Gemeente Hoogeveen" in human.stdout
     store = Store(store_url)
-    trail_reads = [e for e in store.audit_entries(referral_id="VERW-AU-1") if e.actor == "operator"]
+    trail_reads = [
+        e for e in store.audit_entries(referral_id="VERW-AU-1") if e.actor == "operator:j.devries"
+    ]
     store.dispose()
     assert len(trail_reads) == 2, "each look at the trail is an audited read"
     assert all(e.action == "read" and e.patient for e in trail_reads)

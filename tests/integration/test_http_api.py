@@ -22,6 +22,8 @@ from services.demo.samples import DEMO_BSN, consent_resource, referral_bundle, t
 from services.hub import RunningHub
 from services.settings import DEMO_PARTICIPANTS
 from tests.integration.helpers import (
+    NAMED_OPERATOR,
+    NAMED_OPERATOR_TOKEN,
     OPERATOR_TOKEN,
     TopicReader,
     next_event,
@@ -169,6 +171,34 @@ async def test_a_signed_out_session_cookie_no_longer_signs_in_even_copied(
         assert (await browser.post("/console/logout", headers=copied)).status_code == 303
         still = await browser.get("/console", headers=other_cookie)
         assert "<h1>Registraties</h1>" in still.text, "another session stays signed in"
+
+
+async def test_a_named_operators_reads_are_audited_under_their_name(hub: RunningHub) -> None:
+    """An operator with a token of their own (`SCHAKEL_OPERATOR_TOKENS_SHA256`) sees what the
+    shared operator token sees, over the API and in a console session, and every read
+    names them."""
+    named = {"Authorization": f"Bearer {NAMED_OPERATOR_TOKEN}"}
+    async with _client(hub, "operator") as shared, _client(hub, None) as browser:
+        everything = (await shared.get("/api/v1/registrations")).json()
+        listed = (await browser.get("/api/v1/registrations", headers=named)).json()
+        assert listed == everything and len(listed) == 3
+        one = listed[0]["registration_id"]
+        assert (await browser.get(f"/api/v1/registrations/{one}", headers=named)).status_code == 200
+        assert (await browser.get("/api/v1/dead-letters", headers=named)).status_code == 200
+
+        signed_in = await browser.post("/console/login", data={"token": NAMED_OPERATOR_TOKEN})
+        assert signed_in.status_code == 303
+        cookie = {"Cookie": signed_in.headers["set-cookie"].split(";")[0]}
+        page = await browser.get("/console/dead-letters", headers=cookie)
+        assert page.status_code == 200, "the console session is an operator's"
+
+    actor = f"operator:{NAMED_OPERATOR}"
+    reads = [e for e in hub.hub.store.audit_entries() if e.actor == actor]
+    assert {e.registration_id for e in reads if e.patient} >= {one}
+    assert all(
+        orjson.loads(e.canonical)["agent"][0]["role"] == [{"text": "Beheerder"}] for e in reads
+    )
+    assert len({e.seq for e in reads}) > len(listed), "the list, the detail and the console"
 
 
 async def test_dead_letters_for_operators(hub: RunningHub) -> None:

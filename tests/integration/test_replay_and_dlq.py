@@ -32,6 +32,7 @@ from tests.integration.helpers import (
 
 ROOT = Path(__file__).resolve().parents[2]
 REFERRALS = 2000
+OPERATOR = "r.dekker"  # fictional: the person running the operator commands
 
 
 def _env(settings) -> dict[str, str]:  # type: ignore[no-untyped-def]
@@ -41,6 +42,7 @@ def _env(settings) -> dict[str, str]:  # type: ignore[no-untyped-def]
         "SCHAKEL_DATABASE_URL": settings.database_url,
         "SCHAKEL_TOPIC_PREFIX": settings.topic_prefix,
         "SCHAKEL_PARTICIPANTS": str(DEMO_PARTICIPANTS),
+        "SCHAKEL_OPERATOR": OPERATOR,
         "COLUMNS": "200",
     }
 
@@ -168,6 +170,12 @@ async def test_replay_rebuilds_a_generated_history_and_publishes_nothing(
     cli = await _schakel(settings, "replay", "--into", f"sqlite:///{tmp_path / 'cli.db'}")
     assert cli.returncode == 0, cli.stdout[-2000:] + cli.stderr[-2000:]
     assert "identical to the live store" in cli.stdout
+    live = Store(settings.database_url)
+    last = live.audit_entries()[-1]
+    live.dispose()
+    assert (last.action, last.actor) == ("replay", f"operator:{OPERATOR}"), (
+        "the replay's entry names the person who ran it"
+    )
     refused = await _schakel(settings, "replay", "--into", settings.database_url)
     assert refused.returncode == 2
     assert "is the live store" in refused.stderr
@@ -248,8 +256,8 @@ async def test_dead_letters_are_fixed_and_redriven_once(
             )
         ignored = await next_event(events, ReprocessIgnored)
         assert ignored.reprocess_id == lineage["schakel-reprocess-id"].decode()
-        actions = [e.action for e in hub.hub.store.audit_entries()]
-        assert "dlq-reprocess" in actions and "dlq-show" in actions
+        by = {e.action: e.actor for e in hub.hub.store.audit_entries()}
+        assert by["dlq-reprocess"] == by["dlq-show"] == f"operator:{OPERATOR}"
         stored = hub.hub.store.run(lambda tx: tx.referral("VERW-DLQ-1"))
         assert stored is not None, "the fixed referral is held, once"
         assert stored.referral.client.bsn == "999900043"

@@ -5,6 +5,7 @@ except one that names a port where nothing listens."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import orjson
@@ -22,6 +23,11 @@ from services.cli import app
 from services.settings import DEMO_PARTICIPANTS
 
 NOBODY = "127.0.0.1:1"  # nothing listens there
+
+
+def _digest(participant_id: str) -> str:
+    """The SHA-256 of a demo participant's token (as in the demo participants file)."""
+    return hashlib.sha256(f"demo-token-{participant_id}".encode()).hexdigest()
 
 
 @pytest.fixture
@@ -109,6 +115,22 @@ def test_a_consent_is_keyed_as_the_hub_reads_it() -> None:
             "SCHAKEL_OPERATOR_TOKEN_SHA256",
             "the-token-itself",
             "SCHAKEL_OPERATOR_TOKEN_SHA256: Value",
+        ),
+        ("SCHAKEL_OPERATOR", "j de vries", "SCHAKEL_OPERATOR: Value error, must name one"),
+        (
+            "SCHAKEL_OPERATOR_TOKENS_SHA256",
+            "j.devries=the-token-itself",
+            "SCHAKEL_OPERATOR_TOKENS_SHA256: Value error, entry 1 (j.devries): the SHA-256",
+        ),
+        (
+            "SCHAKEL_OPERATOR_TOKENS_SHA256",
+            f"j.devries={'ab' * 32},j de vries={'cd' * 32}",
+            "SCHAKEL_OPERATOR_TOKENS_SHA256: Value error, entry 2 must be name=",
+        ),
+        (
+            "SCHAKEL_OPERATOR_TOKENS_SHA256",
+            f"j.devries={'ab' * 32},j.devries={'cd' * 32}",
+            "SCHAKEL_OPERATOR_TOKENS_SHA256: Value error, entry 2: j.devries is named twice",
         ),
     ],
 )
@@ -293,12 +315,44 @@ def test_reading_a_dead_letters_body_is_audited_with_its_patient(env: dict[str, 
 
 def test_outbox_requeue_is_an_audited_operator_action(env: dict[str, str]) -> None:
     result = CliRunner().invoke(
-        app, ["outbox", "requeue", "--since", "2026-01-01T00:00:00Z"], env=env
+        app,
+        ["outbox", "requeue", "--since", "2026-01-01T00:00:00Z"],
+        env={**env, "SCHAKEL_OPERATOR": "j.devries"},
     )
     assert result.exit_code == 0, result.output
     assert "0 message(s) published since 2026-01-01T00:00:00+00:00 queued again" in result.output
     store = Store(env["SCHAKEL_DATABASE_URL"])
     [entry] = store.audit_entries()
     store.dispose()
-    assert (entry.action, entry.actor) == ("outbox-requeue", "operator")
+    assert (entry.action, entry.actor) == ("outbox-requeue", "operator:j.devries")
     assert "0 message(s) published since 2026-01-01" in entry.canonical
+
+
+@pytest.mark.parametrize(
+    ("variables", "message"),
+    [
+        (
+            {"SCHAKEL_OPERATOR_TOKENS_SHA256": f"j.devries={_digest('praktijk-de-linde')}"},
+            "SCHAKEL_OPERATOR_TOKENS_SHA256: j.devries's token is the same as participant "
+            "praktijk-de-linde's",
+        ),
+        (
+            {"SCHAKEL_OPERATOR_TOKEN_SHA256": _digest("gemeente-hoogeveen")},
+            "SCHAKEL_OPERATOR_TOKEN_SHA256: the same token as participant gemeente-hoogeveen's",
+        ),
+        (
+            {
+                "SCHAKEL_OPERATOR_TOKEN_SHA256": "ab" * 32,
+                "SCHAKEL_OPERATOR_TOKENS_SHA256": f"k.smit={'cd' * 32}, j.devries={'AB' * 32}",
+            },
+            "SCHAKEL_OPERATOR_TOKENS_SHA256: j.devries's token is the same as the shared "
+            "operator token's",
+        ),
+    ],
+)
+def test_a_token_that_would_name_two_viewers_is_refused(
+    variables: dict[str, str], message: str, env: dict[str, str]
+) -> None:
+    """A bearer token must name one viewer: an operator's token that is also a participant's
+    or the shared one would sign in as either."""
+    assert refused(["audit", "trail", "VERW-1"], {**env, **variables}) == f"error: {message}"
