@@ -60,6 +60,18 @@ class ReplayRange:
     since: datetime | None = None
     until: datetime | None = None
 
+    @property
+    def described(self) -> str:
+        """The span in words, for the audit trail: where it started and where it ended."""
+        if self.from_offset is not None:
+            start = f"from offset {self.from_offset}"
+        elif self.since is not None:
+            start = f"since {self.since.isoformat()}"
+        else:
+            start = "from the start"
+        end = f"until {self.until.isoformat()}" if self.until is not None else "to the end"
+        return f"{start} {end}"
+
 
 @dataclass
 class ReplayResult:
@@ -296,7 +308,9 @@ async def replay(
                 actor=operator,
                 actor_role=OPERATOR_ROLE,
                 data=tuple(span.topics),
-                detail=f"{result.records} records; {len(result.differences)} differences",
+                # the span first: the AuditEvent keeps 200 characters of this
+                detail=f"{span.described}; {result.records} records; "
+                f"{len(result.differences)} differences",
             ),
         )
 

@@ -70,7 +70,9 @@ class Live:
         self.now = at
         tick(self.hub)
 
-    def replay(self, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    def replay(
+        self, monkeypatch: pytest.MonkeyPatch, span: replay_module.ReplayRange | None = None
+    ) -> list[str]:
         async def read(_bootstrap, live, span, handle, _progress=None):  # type: ignore[no-untyped-def]
             counts = dict.fromkeys(span.topics, 0)
             for _seq, topic, partition, offset, _ts in live.store.processing_order():
@@ -81,7 +83,7 @@ class Live:
         monkeypatch.setattr(replay_module, "read_topics", read)
         into = Store(f"sqlite:///{self.tmp_path / 'rebuilt.db'}")
         result = asyncio.run(
-            replay_module.replay(self.hub, "unused:9092", into, replay_module.ReplayRange())
+            replay_module.replay(self.hub, "unused:9092", into, span or replay_module.ReplayRange())
         )
         into.dispose()
         return result.differences
@@ -122,3 +124,29 @@ def test_not_reached_after_the_contact_term_is_applied_as_it_was_live(
     live.send(late, "feedback-returned", _feedback("not-reached", late))
     live.now = T0 + timedelta(days=17)
     assert live.replay(monkeypatch) == []
+
+
+@pytest.mark.parametrize(
+    ("span", "said"),
+    [
+        (replay_module.ReplayRange(), "from the start to the end"),
+        (replay_module.ReplayRange(from_offset=7), "from offset 7 to the end"),
+        (
+            replay_module.ReplayRange(since=T0, until=T0 + timedelta(days=1)),
+            f"since {T0.isoformat()} until {(T0 + timedelta(days=1)).isoformat()}",
+        ),
+    ],
+)
+def test_the_replays_audit_entry_says_which_span_it_read(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    span: replay_module.ReplayRange,
+    said: str,
+) -> None:
+    """An auditor reading the trail learns what the replay read, not only that it ran."""
+    live = Live(tmp_path)
+    live.send(T0, "referral-created", referral_bundle(REFERRAL))
+    live.replay(monkeypatch, span)
+    entry = live.hub.store.audit_entries()[-1]
+    assert entry.action == "replay"
+    assert orjson.loads(entry.canonical)["outcomeDesc"] == f"{said}; 1 records; 0 differences"
