@@ -14,9 +14,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaBroker
 
-from adapters.broker.admin import ClusterInfo, TopicReport, TopicSpec, cluster_info, ensure_topics
+from adapters.broker.admin import (
+    BrokerError,
+    ClusterInfo,
+    TopicReport,
+    TopicSpec,
+    cluster_info,
+    ensure_topics,
+)
 from adapters.broker.client import Sender
 from adapters.broker.consumer import AssignmentTracker, ConsumerTuning
 from adapters.broker.embedded import EmbeddedBroker
@@ -392,7 +400,12 @@ def _api_context(hub: Hub, bootstrap: str, sender: Sender) -> ApiContext:
     checked: dict[str, object] = {"at": 0.0, "state": {}}
 
     async def publish(topic: str, value: bytes, key: bytes, headers: Headers) -> None:
-        await sender.send(topic, value, key=key, headers=headers)
+        """Hand a FHIR facade submission to the broker; `BrokerError` when it did not take
+        it (the caller is told to send it again)."""
+        try:
+            await sender.send(topic, value, key=key, headers=headers)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            raise BrokerError(type(exc).__name__) from exc
 
     async def ready() -> dict[str, str]:
         loop = asyncio.get_running_loop()

@@ -17,12 +17,14 @@ from typing import Annotated, Any, TypeVar
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
+from adapters.broker.admin import BrokerError
 from adapters.broker.client import inbound_headers
 from adapters.broker.cloudevents import continue_trace
 from adapters.fhir.consent import GRANTED, consent_from_fhir
 from adapters.fhir.referral import referral_from_fhir
 from adapters.fhir.to_fhir import current_task, operation_outcome, searchset
 from adapters.fhir.validate import load_json, validate_resource
+from adapters.logging import get_logger
 from schemas import topics as names
 from schemas.access import Viewer
 from schemas.consent import Consent
@@ -35,6 +37,7 @@ from services.domain.routing import route
 router = APIRouter(prefix="/fhir", tags=["fhir"])
 T = TypeVar("T")
 FHIR_JSON = "application/fhir+json"
+log = get_logger("schakel.fhir-facade")
 _STATUS = {"invalid-json": 400, "invalid-fhir": 400, "too-large": 413}
 _OUTCOME_SCHEMA = {"description": "FHIR OperationOutcome", "content": {FHIR_JSON: {}}}
 
@@ -77,6 +80,7 @@ _SUBMIT_RESPONSES: dict[int | str, dict[str, Any]] = {
     403: _OUTCOME_SCHEMA,
     413: _OUTCOME_SCHEMA,
     422: _OUTCOME_SCHEMA,
+    503: _OUTCOME_SCHEMA,
 }
 _FHIR_BODY = {
     "requestBody": {
@@ -108,6 +112,50 @@ async def _checked(
         await ctx.record(caller, "submit", what=f"{what} refused: {exc.reason}", outcome="refused")
         return _refusal(exc)
     return ctx, caller, raw, parsed
+
+
+async def _submitted(
+    ctx: ApiContext,
+    caller: Viewer,
+    what: str,
+    topic: str,
+    raw: bytes,
+    key: str,
+    headers: Any,
+    *,
+    referral_id: str | None,
+    traceparent: str,
+    bsn: str | None,
+) -> JSONResponse | None:
+    """Audit the submission, then hand it to the broker: a submission that reached the
+    broker is always in the trail (a store that fails first ends the request before
+    anything is sent). A broker that does not take it is audited too and answered 503,
+    to be sent again; None when it was sent."""
+    await ctx.record(
+        caller, "submit", what=what, referral_id=referral_id, traceparent=traceparent, bsn=bsn
+    )
+    try:
+        await ctx.publish(topic, raw, key.encode(), headers)
+    except BrokerError as exc:
+        log.warning("facade submission not published", what=what, error=str(exc))
+        await ctx.record(
+            caller,
+            "submit",
+            what=f"{what} not published: the broker did not take it",
+            referral_id=referral_id,
+            traceparent=traceparent,
+            bsn=bsn,
+            outcome="refused",
+        )
+        response = _outcome(
+            503,
+            "unavailable",
+            "the hub could not hand the message to its broker; send it again",
+            code="transient",
+        )
+        response.headers["Retry-After"] = "5"
+        return response
+    return None
 
 
 def _refusal(exc: SchakelError) -> JSONResponse:
@@ -164,15 +212,20 @@ async def post_bundle(request: Request) -> Any:
         )
     trace = continue_trace(request.headers.get("traceparent"))
     headers = inbound_headers(names.REFERRAL_CREATED, traceparent=trace)
-    await ctx.publish(ctx.hub.topics.referral_created, raw, referral.referral_id.encode(), headers)
-    await ctx.record(
+    failed = await _submitted(
+        ctx,
         caller,
-        "submit",
-        what="referral",
+        "referral",
+        ctx.hub.topics.referral_created,
+        raw,
+        referral.referral_id,
+        headers,
         referral_id=referral.referral_id,
         traceparent=trace,
         bsn=str(referral.client.bsn),
     )
+    if failed is not None:
+        return failed
     return JSONResponse({"referral_id": referral.referral_id}, status_code=202)
 
 
@@ -216,20 +269,25 @@ async def post_consent(request: Request) -> Any:
         )
     trace = continue_trace(request.headers.get("traceparent"))
     headers = inbound_headers(names.CONSENT_GRANTED, traceparent=trace)
-    await ctx.publish(ctx.hub.topics.consent_granted, raw, consent.key.encode(), headers)
     # The patient the consent is about: its BSN, or (a consent naming its referral by
     # reference only) the patient of that referral, when the hub holds it.
     bsn = consent.patient_bsn or (
         await asyncio.to_thread(ctx.hub.store.patient_of_referral, named) if named else None
     )
-    await ctx.record(
+    failed = await _submitted(
+        ctx,
         caller,
-        "submit",
-        what="consent",
+        "consent",
+        ctx.hub.topics.consent_granted,
+        raw,
+        consent.key,
+        headers,
         referral_id=named,
         traceparent=trace,
         bsn=str(bsn) if bsn else None,
     )
+    if failed is not None:
+        return failed
     referral_id = named if len(consent.referrals) == 1 else None
     return JSONResponse(
         {"referral_id": referral_id, "consent_id": consent.consent_id}, status_code=202
