@@ -12,11 +12,16 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import RedirectResponse
+from fastapi.responses import JSONResponse, RedirectResponse
+from sqlalchemy.exc import DBAPIError
 
+from adapters.fhir.to_fhir import operation_outcome
+from adapters.logging import get_logger
 from schemas.errors import ConfigurationError
 from services.api import console, fhir_facade, rest
 from services.api.context import ApiContext
+
+log = get_logger("schakel.http")
 
 OPENAPI_PATH = Path(__file__).resolve().parents[2] / "schemas" / "generated" / "openapi.json"
 
@@ -37,6 +42,29 @@ def create_app(context: ApiContext | None) -> FastAPI:
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:
         return RedirectResponse("/console")
+
+    @app.exception_handler(DBAPIError)
+    async def store_unavailable(request: Request, exc: DBAPIError) -> Response:
+        """The store failed (down, locked past its wait, out of space): 503, to be asked
+        again, never a bare 500. Logged by the error's type alone: its text holds the
+        statement's parameters, personal data among them."""
+        log.error(
+            "the store failed answering a request",
+            path=request.url.path,
+            error=type(exc.orig).__name__ if exc.orig is not None else type(exc).__name__,
+        )
+        detail = "the hub's store did not answer; try again"
+        response: Response
+        if request.url.path.startswith("/fhir/"):
+            response = JSONResponse(
+                operation_outcome("unavailable", detail, code="transient"),
+                status_code=503,
+                media_type=fhir_facade.FHIR_JSON,
+            )
+        else:
+            response = JSONResponse({"detail": detail}, status_code=503)
+        response.headers["Retry-After"] = "5"
+        return response
 
     @app.middleware("http")
     async def personal_data_is_not_cached(request: Request, call_next: Any) -> Response:
