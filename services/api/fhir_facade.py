@@ -30,6 +30,7 @@ from schemas.access import Viewer
 from schemas.consent import Consent
 from schemas.errors import SchakelError
 from schemas.identifiers import AGB_SYSTEM
+from schemas.messages import Headers
 from schemas.referral import Referral
 from services.api.context import ApiContext
 from services.domain.routing import route
@@ -121,7 +122,7 @@ async def _submitted(
     topic: str,
     raw: bytes,
     key: str,
-    headers: Any,
+    headers: Headers,
     *,
     referral_id: str | None,
     traceparent: str,
