@@ -277,7 +277,10 @@ async def start_hub(
             settings=settings, participants=participants, store=store, topics=topics, clock=clock
         )
         relay = OutboxRelay(
-            store, relay_producer(bootstrap, settings.max_message_bytes), bootstrap=bootstrap
+            store,
+            relay_producer(bootstrap, settings.max_message_bytes),
+            bootstrap=bootstrap,
+            on_refused=lambda _row: hub.metrics.outbox_refused.inc(),
         )
         hub.relay = relay
 

@@ -93,6 +93,12 @@ class HubMetrics:
             ["reason", "topic"],
             registry=r,
         )
+        self.outbox_refused = Counter(
+            "schakel_outbox_refused_too_large",
+            "Outbound messages the broker refused as too large: marked published without "
+            "being sent (the hub's log names each and how to send it again).",
+            registry=r,
+        )
         self.records = Counter(
             "schakel_records_processed",
             "Inbound records applied (including dead-lettered ones), by logical topic.",

@@ -111,7 +111,10 @@ class OutboxRelay:
         *,
         bootstrap: str,
         on_published: Callable[[list[OutboxRow]], None] | None = None,
+        on_refused: Callable[[OutboxRow], None] | None = None,
     ) -> None:
+        """`on_refused` is told of each row the broker refused as too large (marked
+        published without being sent), for a metric an operator can alert on."""
         self.store = store
         self.producer = producer
         self.bootstrap = bootstrap
@@ -119,7 +122,9 @@ class OutboxRelay:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._on_published = on_published
+        self._on_refused = on_refused
         self.published_total = 0
+        self.refused_total = 0
         # One publisher at a time: two passes over the same pending rows would send them twice.
         self._lock = asyncio.Lock()
         self._reconciled = False
@@ -297,6 +302,9 @@ class OutboxRelay:
                         size=len(row.message.value or b""),
                     )
                     done.append((row, None))
+                    self.refused_total += 1
+                    if self._on_refused is not None:
+                        self._on_refused(row)
                 elif isinstance(result, BaseException):
                     failure = failure or result
                     break  # keep per-partition order: what follows a failure waits for the retry

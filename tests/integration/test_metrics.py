@@ -14,7 +14,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from adapters.broker.admin import TopicSpec, delete_topics, ensure_topics
 from adapters.broker.lag import consumer_lag
+from adapters.broker.outbox import make_producer
 from schemas import topics as names
+from schemas.messages import OutboundMessage
 from schemas.registration import (
     ContactOverdue,
     FeedbackForwarded,
@@ -25,6 +27,7 @@ from services.demo.samples import DEMO_BSN
 from tests.integration.helpers import (
     TIMEOUT,
     FakeClock,
+    TopicReader,
     gather_events,
     next_event,
     running,
@@ -209,3 +212,29 @@ async def test_metrics_show_what_the_hub_did(kafka_bootstrap: str, tmp_path: Pat
             assert value(samples, "schakel_record_latency_seconds_count", topic=topic) == count
             batches = value(samples, "schakel_handler_batch_seconds_count", topic=topic)
             assert batches is not None and 1 <= batches <= count
+
+
+async def test_a_message_the_broker_refuses_as_too_large_is_counted_and_the_rest_go(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """Permanent: the broker will never take it, so it is marked published (logged with how
+    to send it again) and counted, and the messages after it in its partition still go."""
+    settings = settings_for(kafka_bootstrap, f"sqlite:///{tmp_path / 'hub.db'}", unique_prefix())
+    async with running(settings) as hub:
+        topic = hub.hub.topics.dead_letter
+        big, small = (
+            OutboundMessage(f"id-{name}", topic, b"VERW-TL-1", body, (("ce_id", name.encode()),))
+            for name, body in (("big", b"x" * 8192), ("small", b"{}"))
+        )
+        async with hub.relay.paused():  # a producer that takes at most 4 KiB a request
+            await hub.relay.replace_producer(make_producer(kafka_bootstrap, 4096))
+        hub.hub.store.run(lambda tx: (tx.add_outbox(big), tx.add_outbox(small)))
+        await hub.relay.publish_pending()
+        async with httpx.AsyncClient(base_url=hub.http_url or "", timeout=10) as client:
+            samples = parse((await client.get("/metrics")).text)
+        async with TopicReader(kafka_bootstrap, topic) as reader:
+            sent = [dict(r.headers)["ce_id"] for r in await reader.everything()]
+        pending = hub.hub.store.pending_outbox()
+    assert value(samples, "schakel_outbox_refused_too_large_total") == 1
+    assert sent == [b"small"], "the one after it in its partition was sent"
+    assert pending == [], "the refused one is not retried for ever"
