@@ -42,8 +42,10 @@ SETTINGS_CLASSES: tuple[type[BaseSettings], ...] = (
 SECRET_SETTINGS = {
     "SCHAKEL_DATABASE_URL",
     "SCHAKEL_OPERATOR_TOKEN_SHA256",
+    "SCHAKEL_OPERATOR_TOKENS_SHA256",
     "SCHAKEL_SESSION_SECRET",
 }
+OPTIONAL_SECRETS = {"SCHAKEL_OPERATOR_TOKENS_SHA256"}  # named operators: may be left out
 SECRET_NAME = "schakel-secrets"
 COMPOSE_SECRETS = {
     "POSTGRES_PASSWORD": "x-postgres-password",
@@ -170,6 +172,9 @@ def test_compose_sets_only_real_settings_and_secrets_come_from_outside(
     text = (ROOT / "docker-compose.yml").read_text()
     for secret in COMPOSE_SECRETS:
         assert f"${{{secret}:?" in text, f"{secret} is not a required ${{...}} in the file"
+    for secret in OPTIONAL_SECRETS:  # from outside too, empty when not given
+        assert f"{secret}: ${{{secret}:-}}" in text, f"{secret} is not an optional ${{...}}"
+        assert hub_env[secret] == "", "not in the file"
     assert raw["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"].startswith("${")
 
 
@@ -328,7 +333,10 @@ def test_k8s_sets_only_real_settings_and_secrets_by_reference() -> None:
                 ref = env[name]
                 assert isinstance(ref, dict) and "secretKeyRef" in ref, f"{kind}: {name} inlined"
                 assert ref["secretKeyRef"]["name"] == SECRET_NAME
-                keys_used.add(ref["secretKeyRef"]["key"])
+                optional = ref["secretKeyRef"].get("optional", False)
+                assert optional == (name in OPTIONAL_SECRETS), f"{kind}: {name} optional"
+                if not optional:  # what every Secret must hold
+                    keys_used.add(ref["secretKeyRef"]["key"])
     hub_env = _container_env(_pod_specs()["Deployment"]["containers"][0])
     assert SECRET_SETTINGS <= set(hub_env)
     # Every command in the guide that makes the Secret makes exactly these keys.
