@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import sys
 from datetime import UTC, datetime
@@ -291,13 +292,35 @@ def _offline_hub(settings: HubSettings):  # type: ignore[no-untyped-def]
     )
 
 
+_ANCHOR = re.compile(r"([1-9][0-9]{0,17}):([0-9a-f]{64})")
+
+
 @audit_app.command("verify")
-def audit_verify() -> None:
+def audit_verify(
+    anchors: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--anchor",
+            help="SEQ:HASH that an earlier verify printed and you kept apart from the hub: "
+            "that entry must still be in the chain with that hash (repeatable)",
+        ),
+    ] = None,
+) -> None:
     """Check the whole hash chain; report the first broken entry. With KAFKA_BOOTSTRAP_SERVERS
-    set, also check the store's newest entries against their copies on the audit topic.
-    Exit 1 when broken."""
+    set, also check the store's newest entries against their copies on the audit topic;
+    with `--anchor`, against hashes kept elsewhere. Prints the newest entry's SEQ:HASH to
+    keep. Exit 1 when broken."""
     settings = _settings()
     configure_logging("WARNING", settings.log_format)
+    kept: list[tuple[int, str]] = []
+    for anchor in anchors or ():
+        matched = _ANCHOR.fullmatch(anchor.strip().lower())
+        if matched is None:
+            raise _fail(
+                "--anchor must be SEQ:HASH, an entry number and its 64 hex digits, "
+                "as `schakel audit verify` prints them"
+            )
+        kept.append((int(matched.group(1)), matched.group(2)))
     from rich.progress import Progress
 
     from services.audit_reports import published_check, verify_store
@@ -317,6 +340,17 @@ def audit_verify() -> None:
             f"({verdict.checked} entries before it are intact)"
         )
         raise typer.Exit(1)
+    for seq, expected in kept:
+        # Each entry's hash covers the one before it: an anchored entry still there with its
+        # hash proves the chain up to it is the one that was anchored, not a rebuilt one.
+        stored = hub.store.audit_hash(seq)
+        if stored != expected:
+            what = "is not in the store" if stored is None else "has another hash than its anchor"
+            console.print(
+                f"[red]audit chain broken[/]: entry {seq} {what} (entries removed, or the "
+                "chain rebuilt)"
+            )
+            raise typer.Exit(1)
     anchor = (
         "not compared with the audit topic (KAFKA_BOOTSTRAP_SERVERS is not set), so a chain "
         "removed or rebuilt as a whole would go unnoticed"
@@ -340,10 +374,19 @@ def audit_verify() -> None:
             if newest
             else "nothing on the audit topic yet to compare with"
         )
+    if kept:
+        anchor += f"; {len(kept)} anchor(s) match"
     console.print(
         f"[green]audit chain intact[/]: {verdict.checked} entries in {report.seconds:.2f} s "
         f"({report.rate:,.0f} entries/s); {anchor}"
     )
+    if verdict.checked:
+        newest = hub.store.audit_hash(verdict.checked)
+        console.print(
+            f"anchor to keep apart from the hub: {verdict.checked}:{newest} "
+            "(a later `schakel audit verify --anchor` checks the chain still holds it)",
+            soft_wrap=True,
+        )
 
 
 @audit_app.command("trail")
