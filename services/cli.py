@@ -301,6 +301,7 @@ def audit_verify(
         list[str] | None,
         typer.Option(
             "--anchor",
+            metavar="SEQ:HASH",
             help="SEQ:HASH that an earlier verify printed and you kept apart from the hub: "
             "that entry must still be in the chain with that hash (repeatable)",
         ),
