@@ -15,7 +15,6 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
 from sqlalchemy.exc import DBAPIError
 
-from adapters.fhir.to_fhir import operation_outcome
 from adapters.logging import get_logger
 from schemas.errors import ConfigurationError
 from services.api import console, fhir_facade, rest
@@ -54,17 +53,13 @@ def create_app(context: ApiContext | None) -> FastAPI:
             error=type(exc.orig).__name__ if exc.orig is not None else type(exc).__name__,
         )
         detail = "the hub's store did not answer; try again"
-        response: Response
         if request.url.path.startswith("/fhir/"):
-            response = JSONResponse(
-                operation_outcome("unavailable", detail, code="transient"),
-                status_code=503,
-                media_type=fhir_facade.FHIR_JSON,
-            )
-        else:
-            response = JSONResponse({"detail": detail}, status_code=503)
-        response.headers["Retry-After"] = "5"
-        return response
+            return fhir_facade.unavailable(detail)
+        return JSONResponse(
+            {"detail": detail},
+            status_code=503,
+            headers={"Retry-After": fhir_facade.RETRY_AFTER_SECONDS},
+        )
 
     @app.middleware("http")
     async def personal_data_is_not_cached(request: Request, call_next: Any) -> Response:

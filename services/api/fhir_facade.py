@@ -39,6 +39,7 @@ router = APIRouter(prefix="/fhir", tags=["fhir"])
 T = TypeVar("T")
 FHIR_JSON = "application/fhir+json"
 log = get_logger("schakel.fhir-facade")
+RETRY_AFTER_SECONDS = "5"
 _STATUS = {"invalid-json": 400, "invalid-fhir": 400, "too-large": 413}
 _OUTCOME_SCHEMA = {"description": "FHIR OperationOutcome", "content": {FHIR_JSON: {}}}
 
@@ -47,6 +48,14 @@ def _outcome(status: int, reason: str, detail: str, code: str = "invalid") -> JS
     return JSONResponse(
         operation_outcome(reason, detail, code=code), status_code=status, media_type=FHIR_JSON
     )
+
+
+def unavailable(detail: str) -> JSONResponse:
+    """503 as an OperationOutcome, to be sent again after `Retry-After` seconds: what the
+    facade answers when the broker or the store did not do their part."""
+    response = _outcome(503, "unavailable", detail, code="transient")
+    response.headers["Retry-After"] = RETRY_AFTER_SECONDS
+    return response
 
 
 async def _practice(request: Request) -> tuple[ApiContext, Viewer | None, JSONResponse | None]:
@@ -148,14 +157,7 @@ async def _submitted(
             bsn=bsn,
             outcome="refused",
         )
-        response = _outcome(
-            503,
-            "unavailable",
-            "the hub could not hand the message to its broker; send it again",
-            code="transient",
-        )
-        response.headers["Retry-After"] = "5"
-        return response
+        return unavailable("the hub could not hand the message to its broker; send it again")
     return None
 
 
