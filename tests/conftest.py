@@ -13,7 +13,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -214,6 +214,47 @@ def hub_on(url: str, **kwargs: object) -> Hub:
         topics=Topics(""),
         **kwargs,  # type: ignore[arg-type]
     )
+
+
+def api_request(
+    hub: Hub,
+    method: str,
+    path: str,
+    *,
+    token: str,
+    publish: Any,
+    views: Any = None,
+    content: bytes | None = None,
+) -> Any:
+    """One request to the HTTP app in-process (ASGI, no server), on `hub`'s store with the
+    demo participants' tokens, `publish` standing in for the broker edge and `views` for
+    the store's views (default: the real ones); the `httpx.Response`."""
+    import httpx
+
+    from adapters.storage.views import Views
+    from services.api.app import create_app
+    from services.api.auth import Authenticator
+    from services.api.context import ApiContext
+
+    async def ready() -> dict[str, str]:
+        return {}
+
+    context = ApiContext(
+        hub=hub,
+        views=views if views is not None else Views(hub.store),
+        auth=Authenticator(hub.participants, None, "a-session-secret"),
+        publish=publish,
+        ready=ready,
+    )
+
+    async def call() -> httpx.Response:
+        transport = httpx.ASGITransport(app=create_app(context))
+        async with httpx.AsyncClient(transport=transport, base_url="http://hub") as client:
+            return await client.request(
+                method, path, content=content, headers={"Authorization": f"Bearer {token}"}
+            )
+
+    return asyncio.run(call())
 
 
 class HeldWriteLock:

@@ -13,16 +13,12 @@ import orjson
 import pytest
 
 from adapters.broker.admin import BrokerError
-from adapters.storage.views import Views
 from schemas.messages import Headers
-from services.api.app import create_app
-from services.api.auth import Authenticator
-from services.api.context import ApiContext
 from services.demo.samples import consent_resource, referral_bundle, to_bytes
 from services.runtime import Hub
-from tests.conftest import hub_on
+from tests.conftest import api_request, hub_on
 
-PRACTICE = {"Authorization": "Bearer demo-token-praktijk-de-linde"}
+PRACTICE_TOKEN = "demo-token-praktijk-de-linde"
 
 
 class Broker:
@@ -40,23 +36,9 @@ class Broker:
 
 
 def _post(hub: Hub, broker: Broker, path: str, body: bytes) -> httpx.Response:
-    async def ready() -> dict[str, str]:
-        return {}
-
-    context = ApiContext(
-        hub=hub,
-        views=Views(hub.store),
-        auth=Authenticator(hub.participants, None, "a-session-secret"),
-        publish=broker.publish,
-        ready=ready,
+    return api_request(
+        hub, "POST", path, token=PRACTICE_TOKEN, publish=broker.publish, content=body
     )
-
-    async def post() -> httpx.Response:
-        transport = httpx.ASGITransport(app=create_app(context))
-        async with httpx.AsyncClient(transport=transport, base_url="http://hub") as client:
-            return await client.post(path, content=body, headers=PRACTICE)
-
-    return asyncio.run(post())
 
 
 SUBMISSIONS = [

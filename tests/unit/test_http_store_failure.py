@@ -4,7 +4,6 @@ names the error's type, never its text, which holds the statement's parameters."
 
 from __future__ import annotations
 
-import asyncio
 import io
 import sqlite3
 from pathlib import Path
@@ -15,10 +14,7 @@ import pytest
 from sqlalchemy.exc import OperationalError
 
 from adapters.storage.views import Views
-from services.api.app import create_app
-from services.api.auth import Authenticator
-from services.api.context import ApiContext
-from tests.conftest import hub_on
+from tests.conftest import api_request, hub_on
 
 PATIENT_NAME = "Eva Jansen"
 PATIENT_BSN = "999990019"
@@ -38,26 +34,12 @@ class FailingViews(Views):
 def _get(tmp_path: Path, path: str, token: str) -> httpx.Response:
     hub = hub_on(f"sqlite:///{tmp_path / 'hub.db'}")
 
-    async def ready() -> dict[str, str]:
-        return {}
-
     async def publish(*args: object) -> None:
         raise AssertionError("nothing is published by a read")
 
-    context = ApiContext(
-        hub=hub,
-        views=FailingViews(hub.store),
-        auth=Authenticator(hub.participants, None, "a-session-secret"),
-        publish=publish,
-        ready=ready,
+    return api_request(
+        hub, "GET", path, token=token, publish=publish, views=FailingViews(hub.store)
     )
-
-    async def get() -> httpx.Response:
-        transport = httpx.ASGITransport(app=create_app(context))
-        async with httpx.AsyncClient(transport=transport, base_url="http://hub") as client:
-            return await client.get(path, headers={"Authorization": f"Bearer {token}"})
-
-    return asyncio.run(get())
 
 
 @pytest.mark.parametrize(
