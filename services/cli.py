@@ -714,42 +714,88 @@ outbox_app = typer.Typer(
 app.add_typer(outbox_app, name="outbox")
 
 
+@outbox_app.command("refused")
+def outbox_refused(
+    limit: Annotated[int, typer.Option("--limit", min=1, max=10_000)] = 100,
+) -> None:
+    """Messages the broker refused as too large, oldest first: not sent. Raise the topic's
+    max.message.bytes (or the broker's), then `schakel outbox requeue --refused`."""
+    settings = _settings()
+    configure_logging("WARNING", settings.log_format)
+    from rich.table import Table
+
+    hub = _offline_hub(settings)
+    refused = hub.store.refused_outbox(limit)
+    if not refused:
+        console.print("no refused messages: everything in the outbox was sent or is pending")
+        return
+    table = Table(title="Refused as too large, not sent")
+    for column in ("row", "message id", "topic", "bytes", "refused at (UTC)"):
+        table.add_column(column)
+    for m in refused:
+        table.add_row(
+            str(m.row_id),
+            m.message_id,
+            m.topic,
+            f"{m.size:,}",
+            m.refused_at.strftime("%Y-%m-%d %H:%M:%S"),
+        )
+    console.print(table)
+
+
 @outbox_app.command("requeue")
 def outbox_requeue(
     since: Annotated[
-        str, typer.Option("--since", help="RFC 3339 time: messages published from then on")
-    ],
+        str | None,
+        typer.Option("--since", help="RFC 3339 time: messages published from then on"),
+    ] = None,
+    refused: Annotated[
+        bool,
+        typer.Option(
+            "--refused",
+            help="the messages the broker refused as too large (`schakel outbox refused`)",
+        ),
+    ] = False,
     topic: Annotated[
         str | None, typer.Option("--topic", help="only this topic (as on the broker)")
     ] = None,
 ) -> None:
     """Send published messages again, e.g. after the broker lost them (the hub's log names
-    the topic and time). They keep their ce_id, so a recipient that has one already can
-    tell; a running hub's relay sends them within a second, a starting one first skips
-    those the broker still holds."""
+    the topic and time), or those it refused as too large once their topic takes them
+    (--refused; with --since too, only those refused since then). They keep their ce_id,
+    so a recipient that has one already can tell; a running hub's relay sends them within
+    a second, a starting one first skips those the broker still holds."""
     from datetime import UTC, datetime
 
     settings = _settings()
     configure_logging("WARNING", settings.log_format)
-    try:
-        moment = datetime.fromisoformat(since)
-    except ValueError:
-        raise _fail(f"--since {since!r} is not an RFC 3339 time") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
+    if since is None and not refused:
+        raise _fail("say what to send again: --since MOMENT, --refused, or both")
+    moment: datetime | None = None
+    if since is not None:
+        try:
+            moment = datetime.fromisoformat(since)
+        except ValueError:
+            raise _fail(f"--since {since!r} is not an RFC 3339 time") from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
     from services.audit_log import record_operator_action
     from services.outputs import disclosure_topics
 
     hub = _offline_hub(settings)
-    count, withheld = hub.store.requeue_published(moment, topic, disclosure_topics(hub))
+    count, withheld = hub.store.requeue_published(
+        moment, topic, disclosure_topics(hub), refused=refused
+    )
+    which = " refused as too large" if refused else ""
     where = f" on {topic}" if topic else ""
+    when = f" published since {moment.isoformat()}" if moment else ""
     record_operator_action(
         hub,
         "outbox-requeue",
-        f"{count} message(s){where} published since {moment.isoformat()} queued again; "
+        f"{count} message(s){which}{where}{when} queued again; "
         f"{withheld} withheld (consent withdrawn since)",
     )
-    console.print(f"{count} message(s){where} published since {moment.isoformat()} queued again")
+    console.print(f"{count} message(s){which}{where}{when} queued again")
     if withheld:
         console.print(
             f"{withheld} release(s) or update(s) not queued again: their consent was "

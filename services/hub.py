@@ -273,6 +273,14 @@ async def start_hub(
 
         store = Store(settings.database_url)
         await asyncio.to_thread(store.migrate)
+        refused = await asyncio.to_thread(store.refused_count)
+        if refused:
+            log.warning(
+                "outbound messages the broker refused as too large are still unsent: "
+                "`schakel outbox refused` lists them, `schakel outbox requeue --refused` "
+                "sends them once their topics take them",
+                messages=refused,
+            )
         hub = Hub(
             settings=settings, participants=participants, store=store, topics=topics, clock=clock
         )

@@ -95,8 +95,8 @@ class HubMetrics:
         )
         self.outbox_refused = Counter(
             "schakel_outbox_refused_too_large",
-            "Outbound messages the broker refused as too large: marked published without "
-            "being sent (the hub's log names each and how to send it again).",
+            "Outbound messages the broker refused as too large, not sent (`schakel outbox "
+            "refused` lists those still unsent, `schakel outbox requeue --refused` sends them).",
             registry=r,
         )
         self.records = Counter(
@@ -128,6 +128,12 @@ class HubMetrics:
         self.outbox_pending = Gauge(
             "schakel_outbox_pending",
             "Outbox rows not yet published (measured at scrape).",
+            registry=r,
+        )
+        self.outbox_refused_unsent = Gauge(
+            "schakel_outbox_refused_unsent",
+            "Outbox rows the broker refused as too large and nobody has queued again since "
+            "(measured at scrape; also after a restart, unlike the counter).",
             registry=r,
         )
         self.lag = Gauge(
@@ -182,6 +188,7 @@ class HubMetrics:
             counts = await asyncio.to_thread(views.operations_counts)
             self.overdue.set(counts["overdue_registrations"])
             self.outbox_pending.set(counts["outbox_pending"])
+            self.outbox_refused_unsent.set(counts["outbox_refused"])
             await self._refresh_lag()
             return generate_latest(self.registry)
 

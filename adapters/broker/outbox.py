@@ -74,6 +74,8 @@ at 500/s, 541 / 684 -> 58 / 41 ms at 1,000/s; the hub's CPU per consent the same
 1,914 / 1,486 against 1,873 / 1,595 / 1,740 / 1,755 events/s (medians 1,798 and 1,748:
 within the runs' spread)."""
 T = TypeVar("T")
+REFUSED = object()
+"""The result of a send the broker refused as too large (in `OutboxRelay._acked`)."""
 
 
 def make_producer(bootstrap: str, max_request_size: int) -> AIOKafkaProducer:
@@ -113,8 +115,8 @@ class OutboxRelay:
         on_published: Callable[[list[OutboxRow]], None] | None = None,
         on_refused: Callable[[OutboxRow], None] | None = None,
     ) -> None:
-        """`on_refused` is told of each row the broker refused as too large (marked
-        published without being sent), for a metric an operator can alert on."""
+        """`on_refused` is told of each row the broker refused as too large (marked refused,
+        not sent: `Store.refused_outbox`), for a metric an operator can alert on."""
         self.store = store
         self.producer = producer
         self.bootstrap = bootstrap
@@ -294,14 +296,14 @@ class OutboxRelay:
                 if isinstance(result, MessageSizeTooLargeError):
                     # Permanent: the broker will never take it. Say so; do not block the rest.
                     log.error(
-                        "outbound message refused as too large; not sent. Raise the topic's "
-                        "max.message.bytes, then `schakel outbox requeue --since MOMENT "
-                        "--topic TOPIC` sends it (a dead letter stays in `schakel dlq list`)",
+                        "outbound message refused as too large; not sent. `schakel outbox "
+                        "refused` lists it; raise the topic's max.message.bytes, then "
+                        "`schakel outbox requeue --refused` sends it",
                         message_id=row.message.message_id,
                         topic=row.message.topic,
                         size=len(row.message.value or b""),
                     )
-                    done.append((row, None))
+                    done.append((row, REFUSED))
                     self.refused_total += 1
                     if self._on_refused is not None:
                         self._on_refused(row)
@@ -313,7 +315,7 @@ class OutboxRelay:
             self._acked.extend(done)
             self._acked_ids.update(r.id for r, _ in done)
             total += len(done)
-            self.published_total += len(done)
+            self.published_total += sum(1 for _, result in done if result is not REFUSED)
             if failure is not None:
                 raise failure
             await self._mark(everything=False)
@@ -333,7 +335,8 @@ class OutboxRelay:
             (r.id, getattr(res, "partition", None), getattr(res, "offset", None))
             for r, res in batch
         ]
-        await self._in_store(self.store.mark_published, sent)
+        refused = {r.id for r, res in batch if res is REFUSED}
+        await self._in_store(self.store.mark_published, sent, refused=refused)
         del self._acked[: len(batch)]
         self._acked_ids.difference_update(r.id for r, _ in batch)
         self._marked_at = now

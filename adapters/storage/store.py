@@ -13,7 +13,7 @@ import base64
 import contextlib
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,8 +22,10 @@ from typing import Any, TypeVar
 import orjson
 from pydantic import BaseModel
 from sqlalchemy import (
+    ColumnElement,
     Connection,
     Engine,
+    and_,
     bindparam,
     create_engine,
     delete,
@@ -386,6 +388,7 @@ class _S:
             sent_partition=bindparam("p"),
             sent_offset=bindparam("o"),
             check_first=False,
+            refused_at=bindparam("refused_at"),
         )
     )
 
@@ -1261,6 +1264,18 @@ class LostOnTopic:
     last_published: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class RefusedMessage:
+    """An outbox row the broker refused as too large: what an operator needs to find it
+    (no content: it carries personal data)."""
+
+    row_id: int
+    message_id: str
+    topic: str
+    size: int
+    refused_at: datetime
+
+
 @dataclass(frozen=True)
 class BrokerLoss:
     lost: tuple[LostOnTopic, ...]
@@ -1362,15 +1377,48 @@ class Store:
         return [_outbox_row(*row) for row in rows]
 
     def mark_published(
-        self, sent: list[tuple[int, int | None, int | None]], *, quick: bool = False
+        self,
+        sent: list[tuple[int, int | None, int | None]],
+        *,
+        refused: Collection[int] = (),
+        quick: bool = False,
     ) -> None:
-        """(row id, partition, offset) of what the broker acknowledged. `quick`: one attempt
-        that waits for no lock (see `run`)."""
+        """(row id, partition, offset) of what the broker acknowledged; the ids in `refused`
+        are rows the broker refused as too large (no partition, no offset), marked so that
+        the relay leaves them and `refused_outbox` lists them. `quick`: one attempt that
+        waits for no lock (see `run`)."""
         if not sent:
             return
         now = self._now()
-        rows = [{"row_id": i, "p": p, "o": o, "published_at": now} for i, p, o in sent]
+        rows = [
+            {
+                "row_id": i,
+                "p": p,
+                "o": o,
+                "published_at": now,
+                "refused_at": now if i in refused else None,
+            }
+            for i, p, o in sent
+        ]
         self.run(lambda tx: tx.mark_published(rows), quick=quick)
+
+    def refused_count(self) -> int:
+        """How many messages the broker refused as too large are still unsent."""
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).where(t.OUTBOX_REFUSED)).scalar_one())
+
+    def refused_outbox(self, limit: int = 1000) -> list[RefusedMessage]:
+        """The oldest `limit` messages the broker refused as too large and nobody has queued
+        again since (`schakel outbox refused`)."""
+        o = t.outbox.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(o.id, o.message_id, o.topic, func.length(o.value), o.refused_at)
+                .where(t.OUTBOX_REFUSED)
+                .order_by(o.id)
+                .limit(limit)
+            ).all()
+        return [RefusedMessage(int(i), m, topic, int(n or 0), at) for i, m, topic, n, at in rows]
 
     def checked(self, row_ids: list[int]) -> None:
         """The relay looked for these `check_first` rows on their topics and did not find
@@ -1407,18 +1455,19 @@ class Store:
         return RelayLock(self)
 
     def _withheld(
-        self, conn: Connection, since: datetime, recipients: Mapping[str, str] | None
+        self,
+        conn: Connection,
+        chosen: ColumnElement[bool],
+        recipients: Mapping[str, str] | None,
     ) -> set[int]:
-        """Outbox rows published since `since` that carry personal data to a recipient whose
+        """Outbox rows of those `chosen` that carry personal data to a recipient whose
         release of that referral is revoked now (`recipients`: disclosure topic ->
         recipient id): never sent again, since a withdrawal stops all further flow."""
         if not recipients:
             return set()
         o = t.outbox.c
         rows = conn.execute(
-            select(o.id, o.topic, o.key, o.headers).where(
-                o.published_at >= since, o.topic.in_(list(recipients))
-            )
+            select(o.id, o.topic, o.key, o.headers).where(chosen, o.topic.in_(list(recipients)))
         ).all()
         candidates = []
         for row_id, topic, key, headers in rows:
@@ -1463,12 +1512,13 @@ class Store:
                 func.min(t.outbox.c.published_at),
                 func.max(t.outbox.c.published_at),
             )
-            .where(t.outbox.c.published_at.is_not(None))
+            .where(t.outbox.c.published_at.is_not(None), t.outbox.c.refused_at.is_(None))
             .group_by(t.outbox.c.topic)
         )
         with self.engine.begin() as conn:
-            withheld = self._withheld(conn, last_good, recipients)
-            later = t.outbox.c.published_at >= last_good
+            # never on any broker: they stay refused (`requeue_published(refused=True)`)
+            later = and_(t.outbox.c.published_at >= last_good, t.outbox.c.refused_at.is_(None))
+            withheld = self._withheld(conn, later, recipients)
             lost = conn.execute(summary.where(t.outbox.c.published_at < last_good)).all()
             again = summary.where(later)
             handed_back = update(t.outbox).where(later).values(published_at=None, check_first=True)
@@ -1490,23 +1540,36 @@ class Store:
 
     def requeue_published(
         self,
-        since: datetime,
+        since: datetime | None,
         topic: str | None = None,
         recipients: Mapping[str, str] | None = None,
+        *,
+        refused: bool = False,
     ) -> tuple[int, int]:
-        """`schakel outbox requeue`: rows published since `since` are sent again (same
-        ce_id), except releases and updates whose release has been revoked since
-        (`_withheld`). Returns (sent again, withheld)."""
-        query = update(t.outbox).where(t.outbox.c.published_at >= since)
+        """`schakel outbox requeue`: rows published since `since` (if given; with `refused`,
+        only those the broker refused as too large) are sent again (same ce_id), except
+        releases and updates whose release has been revoked since (`_withheld`). Returns
+        (sent again, withheld)."""
+        chosen: list[ColumnElement[bool]] = []
+        if since is not None:
+            chosen.append(t.outbox.c.published_at >= since)
+        if refused:
+            chosen.append(t.OUTBOX_REFUSED)
+        if not chosen:
+            raise ValueError("requeue needs a moment or the refused messages")
         if topic is not None:
-            query = query.where(t.outbox.c.topic == topic)
+            chosen.append(t.outbox.c.topic == topic)
             recipients = {k: v for k, v in (recipients or {}).items() if k == topic}
+        where = and_(*chosen)
         with self.engine.begin() as conn:
-            withheld = self._withheld(conn, since, recipients)
+            withheld = self._withheld(conn, where, recipients)
+            query = update(t.outbox).where(where)
             if withheld:
                 query = query.where(t.outbox.c.id.not_in(withheld))
             count = conn.execute(
-                query.values(published_at=None, sent_partition=None, sent_offset=None)
+                query.values(
+                    published_at=None, sent_partition=None, sent_offset=None, refused_at=None
+                )
             ).rowcount
         return int(count or 0), len(withheld)
 

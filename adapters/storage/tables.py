@@ -241,9 +241,13 @@ outbox = Table(
     Column("sent_partition", Integer, nullable=True),
     Column("sent_offset", BigInteger, nullable=True),
     Column("check_first", Boolean, nullable=False, server_default=false()),
+    # set (with published_at) when the broker refused the message as too large: not sent
+    Column("refused_at", UtcDateTime, nullable=True),
     UniqueConstraint("message_id", name="uq_outbox_message_id"),
     Index("ix_outbox_unpublished", "published_at", "id"),
 )
+OUTBOX_REFUSED = outbox.c.refused_at.is_not(None)
+_partial_index("ix_outbox_refused", outbox.c.id, OUTBOX_REFUSED)
 
 audit_log = Table(
     "audit_log",

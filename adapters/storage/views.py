@@ -186,7 +186,8 @@ class Views:
 
     def operations_counts(self) -> dict[str, int]:
         """For the metrics: open registrations past their contact term without contact (the
-        timer marked them overdue), and outbox rows not yet published."""
+        timer marked them overdue), outbox rows not yet published, and those the broker
+        refused as too large that nobody has queued again."""
         r = t.registrations.c
         with self.store.engine.connect() as conn:
             overdue = conn.execute(
@@ -197,7 +198,11 @@ class Views:
             pending = conn.execute(
                 select(func.count()).where(t.outbox.c.published_at.is_(None))
             ).scalar_one()
-        return {"overdue_registrations": int(overdue), "outbox_pending": int(pending)}
+        return {
+            "overdue_registrations": int(overdue),
+            "outbox_pending": int(pending),
+            "outbox_refused": self.store.refused_count(),
+        }
 
     def dead_letters(
         self, dead_letter_topic: str, limit: int = 100, reason: str | None = None

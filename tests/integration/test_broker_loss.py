@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import pytest
 
 from adapters.storage.store import Store
 from schemas.messages import OutboundMessage
@@ -163,5 +164,83 @@ def test_a_release_revoked_since_is_never_sent_again(tmp_path: Path) -> None:
     assert (b"VERW-RQ-1", CE_REFERRAL_RELEASED) not in [
         (r.message.key, dict(r.message.headers)["ce_type"].decode())
         for r in store.pending_outbox(100)
+    ]
+    store.dispose()
+
+
+def test_a_message_refused_as_too_large_stays_apart_until_queued_again(store_url: str) -> None:
+    """The broker never held it: listed as refused (not pending, not sent again by a
+    broker's loss, not reported lost with the broker) until `requeue --refused`."""
+    now = [datetime(2026, 12, 1, 10, 0, tzinfo=UTC)]
+    store = Store(store_url, now=lambda: now[0])
+    store.migrate()
+    topic = f"welfare.{datetime.now(UTC).timestamp()}.referrals"  # apart from earlier runs
+    for name, body in (("big", b"x" * 5000), ("small", b"{}")):
+        store.run(lambda tx, n=name, b=body: tx.add_outbox(OutboundMessage(n, topic, b"k", b, ())))
+    big, small = store.pending_outbox(10)
+    store.mark_published([(big.id, None, None), (small.id, 0, 7)], refused={big.id})
+
+    [refused] = store.refused_outbox()
+    assert (refused.row_id, refused.message_id, refused.topic) == (big.id, "big", topic)
+    assert refused.size == 5000
+    assert refused.refused_at.replace(tzinfo=UTC) == now[0]
+    assert store.refused_count() == 1
+    assert store.pending_outbox(10) == []
+
+    loss = store.broker_lost(now[0] - timedelta(minutes=1))
+    assert loss.requeued == {topic: 1}, "the sent one goes again, the refused one stays"
+    assert [r.message.message_id for r in store.pending_outbox(10)] == ["small"]
+    assert [m.message_id for m in store.refused_outbox()] == ["big"]
+    store.mark_published([(small.id, 0, 8)])
+    lost = store.broker_lost(now[0] + timedelta(minutes=1)).lost
+    assert [(entry.topic, entry.messages) for entry in lost] == [(topic, 1)], "never on it"
+
+    with pytest.raises(ValueError, match="needs a moment or the refused"):
+        store.requeue_published(None)
+    assert store.requeue_published(None, "another-topic", refused=True) == (0, 0)
+    assert store.requeue_published(None, topic, refused=True) == (1, 0)
+    assert [r.message.message_id for r in store.pending_outbox(10)] == ["big"]
+    assert store.refused_outbox() == [] and store.refused_count() == 0
+    store.dispose()
+
+
+def test_a_refused_release_is_not_sent_after_its_consent_is_withdrawn(tmp_path: Path) -> None:
+    """Refused as too large, then the patient withdrew: `requeue --refused` leaves it."""
+    from schemas.messages import InboundRecord
+    from schemas.topics import CE_REFERRAL_RELEASED
+    from services.consent.handlers import consent_pipeline
+    from services.demo.samples import consent_resource
+    from services.intake.handlers import intake_pipeline
+    from services.outputs import disclosure_topics
+
+    hub = hub_on(f"sqlite:///{tmp_path / 'hub.db'}")
+    store = hub.store
+    bsn = fictional_bsn(21)
+
+    def record(topic: str, offset: int, value: bytes) -> list[InboundRecord]:
+        return [InboundRecord(topic, 0, offset, b"VERW-RF-1", value, (), None)]
+
+    bundle = to_bytes(referral_bundle("VERW-RF-1", bsn=bsn))
+    intake_pipeline(hub).process(record("referral-created", 0, bundle))
+    consent = consent_resource("c-rf-1", referral_id="VERW-RF-1", bsn=bsn)
+    consent_pipeline(hub).process(record("consent-granted", 1, to_bytes(consent)))
+    rows = store.pending_outbox(100)
+    store.mark_published([(r.id, None, None) for r in rows], refused={r.id for r in rows})
+    releases = [
+        r for r in rows if dict(r.message.headers)["ce_type"] == CE_REFERRAL_RELEASED.encode()
+    ]
+    assert releases, "the consent released the referral"
+    consent["status"] = "inactive"
+    consent_pipeline(hub, withdrawn=True).process(record("consent-withdrawn", 2, to_bytes(consent)))
+    store.mark_published([(r.id, 0, r.id) for r in store.pending_outbox(100)])
+
+    again, withheld = store.requeue_published(None, None, disclosure_topics(hub), refused=True)
+
+    assert withheld == len(releases)
+    assert again == len(rows) - len(releases)
+    assert not [
+        r
+        for r in store.pending_outbox(100)
+        if dict(r.message.headers)["ce_type"] == CE_REFERRAL_RELEASED.encode()
     ]
     store.dispose()

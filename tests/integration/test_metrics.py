@@ -4,11 +4,13 @@ measured from a real broker's offsets."""
 from __future__ import annotations
 
 import asyncio
+import io
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -217,8 +219,9 @@ async def test_metrics_show_what_the_hub_did(kafka_bootstrap: str, tmp_path: Pat
 async def test_a_message_the_broker_refuses_as_too_large_is_counted_and_the_rest_go(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    """Permanent: the broker will never take it, so it is marked published (logged with how
-    to send it again) and counted, and the messages after it in its partition still go."""
+    """The broker will not take it as it is configured: it is marked refused (logged with
+    how to send it again), counted, listed, and the messages after it in its partition still
+    go; queued again once the topic takes it, it goes."""
     settings = settings_for(kafka_bootstrap, f"sqlite:///{tmp_path / 'hub.db'}", unique_prefix())
     async with running(settings) as hub:
         topic = hub.hub.topics.dead_letter
@@ -232,9 +235,43 @@ async def test_a_message_the_broker_refuses_as_too_large_is_counted_and_the_rest
         await hub.relay.publish_pending()
         async with httpx.AsyncClient(base_url=hub.http_url or "", timeout=10) as client:
             samples = parse((await client.get("/metrics")).text)
-        async with TopicReader(kafka_bootstrap, topic) as reader:
-            sent = [dict(r.headers)["ce_id"] for r in await reader.everything()]
-        pending = hub.hub.store.pending_outbox()
+            async with TopicReader(kafka_bootstrap, topic) as reader:
+                sent = [dict(r.headers)["ce_id"] for r in await reader.everything()]
+            pending = hub.hub.store.pending_outbox()
+            refused = [m.message_id for m in hub.hub.store.refused_outbox()]
+
+            async with hub.relay.paused():  # the topic takes it now
+                await hub.relay.replace_producer(make_producer(kafka_bootstrap, 1_048_576))
+            assert hub.hub.store.requeue_published(None, topic, refused=True) == (1, 0)
+            await hub.relay.publish_pending()
+            after = parse((await client.get("/metrics")).text)
+            async with TopicReader(kafka_bootstrap, topic) as reader:
+                sent_after = [dict(r.headers)["ce_id"] for r in await reader.everything()]
     assert value(samples, "schakel_outbox_refused_too_large_total") == 1
+    assert value(samples, "schakel_outbox_refused_unsent") == 1
     assert sent == [b"small"], "the one after it in its partition was sent"
     assert pending == [], "the refused one is not retried for ever"
+    assert refused == ["id-big"]
+    assert sent_after == [b"small", b"big"]
+    assert value(after, "schakel_outbox_refused_unsent") == 0
+
+
+async def test_a_hub_starting_names_the_refused_messages_still_unsent(
+    kafka_bootstrap: str, tmp_path: Path, log_capture: io.StringIO
+) -> None:
+    from adapters.storage.store import Store
+
+    settings = settings_for(kafka_bootstrap, f"sqlite:///{tmp_path / 'hub.db'}", unique_prefix())
+    store = Store(settings.database_url)
+    store.migrate()
+    store.run(lambda tx: tx.add_outbox(OutboundMessage("id-big", "t", b"k", b"x" * 10, ())))
+    [row] = store.pending_outbox()
+    store.mark_published([(row.id, None, None)], refused={row.id})
+    store.dispose()
+    async with running(settings) as hub:
+        async with httpx.AsyncClient(base_url=hub.http_url or "", timeout=10) as client:
+            samples = parse((await client.get("/metrics")).text)
+    [line] = [orjson.loads(x) for x in log_capture.getvalue().splitlines() if "still unsent" in x]
+    assert (line["level"], line["messages"]) == ("warning", 1)
+    assert "schakel outbox requeue --refused" in line["event"]
+    assert value(samples, "schakel_outbox_refused_unsent") == 1

@@ -120,10 +120,10 @@ async def test_rows_handed_back_between_a_send_and_its_mark_are_found_below_it(
     store.run(lambda tx: [tx.add_outbox(one_key(i)) for i in (6, 7)])
     mark, losses = store.mark_published, []
 
-    def late_recovery_then_mark(sent, *, quick=False):  # type: ignore[no-untyped-def]
+    def late_recovery_then_mark(sent, **kw):  # type: ignore[no-untyped-def]
         if not losses:  # another instance's recovery commits between the ack and the mark
             losses.append(store.broker_lost(datetime(2026, 1, 1, tzinfo=UTC)))
-        mark(sent, quick=quick)
+        mark(sent, **kw)
 
     monkeypatch.setattr(store, "mark_published", late_recovery_then_mark)
     await relay.publish_pending()  # sends 6 and 7; the recovery hands back 0-5; marks 6, 7
@@ -163,11 +163,11 @@ async def test_a_store_locked_by_another_writer_delays_the_marking_not_the_event
     marking_off_loop = asyncio.Event()
     mark = store.mark_published
 
-    def spying_mark(sent, *, quick=False):  # type: ignore[no-untyped-def]
+    def spying_mark(sent, *, quick=False, **kw):  # type: ignore[no-untyped-def]
         marks.append((threading.current_thread(), quick))
         if not quick:
             loop.call_soon_threadsafe(marking_off_loop.set)
-        mark(sent, quick=quick)
+        mark(sent, quick=quick, **kw)
         marked.append(threading.current_thread())
 
     monkeypatch.setattr(store, "mark_published", spying_mark)

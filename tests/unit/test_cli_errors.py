@@ -329,6 +329,48 @@ def test_outbox_requeue_is_an_audited_operator_action(env: dict[str, str]) -> No
 
 
 @pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "error: say what to send again: --since MOMENT, --refused, or both"),
+        (["--topic", "t"], "error: say what to send again"),
+        (["--since", "yesterday"], "error: --since 'yesterday' is not an RFC 3339 time"),
+    ],
+)
+def test_outbox_requeue_refuses_what_it_cannot_use(
+    args: list[str], message: str, env: dict[str, str]
+) -> None:
+    line = refused(["outbox", "requeue", *args], env)
+    assert line.startswith(message), line
+
+
+def test_outbox_refused_lists_them_and_requeue_refused_queues_them(env: dict[str, str]) -> None:
+    from schemas.messages import OutboundMessage
+
+    store = Store(env["SCHAKEL_DATABASE_URL"])
+    store.migrate()
+    big = OutboundMessage("m-big", "welfare.x.referrals", b"VERW-9", b"x" * 2048, ())
+    store.run(lambda tx: tx.add_outbox(big))
+    [row] = store.pending_outbox()
+    store.mark_published([(row.id, None, None)], refused={row.id})
+    listed = CliRunner().invoke(app, ["outbox", "refused"], env=env)
+    again = CliRunner().invoke(
+        app, ["outbox", "requeue", "--refused"], env={**env, "SCHAKEL_OPERATOR": "j.devries"}
+    )
+    empty = CliRunner().invoke(app, ["outbox", "refused"], env=env)
+    pending = store.pending_outbox()
+    [entry] = store.audit_entries()
+    store.dispose()
+    assert listed.exit_code == 0, listed.output
+    [line] = [x for x in listed.output.splitlines() if "m-big" in x]
+    assert "welfare.x.referrals" in line and "2,048" in line
+    assert again.exit_code == 0, again.output
+    assert "1 message(s) refused as too large queued again" in again.output
+    assert [r.message.message_id for r in pending if r.message.topic == big.topic] == ["m-big"]
+    assert "no refused messages" in empty.output
+    assert (entry.action, entry.actor) == ("outbox-requeue", "operator:j.devries")
+
+
+@pytest.mark.parametrize(
     ("variables", "message"),
     [
         (
