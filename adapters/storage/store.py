@@ -41,6 +41,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
+from adapters.logging import get_logger
 from adapters.storage import tables as t
 from adapters.storage.direct import Direct, answers_now, pipelined
 from schemas.audit import AuditEntry
@@ -50,6 +51,7 @@ from schemas.messages import OutboundMessage
 from schemas.registration import RegistrationState, ReleaseState, StoredReferral
 from schemas.topics import CE_REFERRAL_RELEASED, CE_REFERRAL_UPDATED
 
+log = get_logger("schakel.store")
 T = TypeVar("T")
 B = TypeVar("B", bound=BaseModel)
 
@@ -1740,6 +1742,20 @@ def _engine(url: str) -> Engine:
 
 
 RELAY_LOCK_KEY = 0x5C4A4B45  # PostgreSQL advisory lock key of the outbox relay ("SKLE")
+RELAY_LOCK_SESSION = (
+    ("tcp_keepalives_idle", "10"),
+    ("tcp_keepalives_interval", "5"),
+    ("tcp_keepalives_count", "3"),
+    ("tcp_user_timeout", "30000"),
+)
+"""The lock holder's session settings on the server's side of its connection: a holder whose
+host or network vanishes without closing it is found gone, and its lock freed, after about
+25 s of silence (10 s idle, then three probes 5 s apart; 30 s for data never acknowledged),
+instead of PostgreSQL's default of the operating system's (about 2 h 11 min), during which
+no instance relays. A holder that is alive answers the probes from its kernel, whatever it
+is doing; one cut off that long loses the lock, finds that out at its next check, and the
+next holder looks on the topics before it sends (as after a crash). Not in effect over a
+Unix socket, where no network can vanish."""
 
 
 class RelayLock:
@@ -1784,6 +1800,19 @@ class RelayLock:
         if not taken:
             conn.close()
             return False
+        try:
+            conn.execute(
+                text(
+                    "SELECT "
+                    + ", ".join(f"set_config('{n}', '{v}', false)" for n, v in RELAY_LOCK_SESSION)
+                )
+            )
+        except DBAPIError as exc:  # an older server (tcp_user_timeout: PostgreSQL 12)
+            log.warning(
+                "relay lock: the session's keepalive not shortened; a vanished holder's lock "
+                "lasts until the server's TCP keepalive ends its session (deploy/README.md)",
+                error=type(exc).__name__,
+            )
         self._conn = conn
         return True
 
