@@ -21,7 +21,10 @@ class ReferralRevokedNotice(_Notice):
     model_config = ConfigDict(title="ReferralRevokedNotice")
 
     revoked_at: str = Field(description="RFC 3339, UTC")
-    reason: Literal["consent-withdrawn"]
+    reason: Literal["consent-withdrawn", "consent-expired"] = Field(
+        description="consent-withdrawn: the consent was withdrawn or narrowed, or the patient "
+        "objected; consent-expired: its period ended (an extension of CONTRACT §4)"
+    )
 
 
 class ContactReminder(_Notice):

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from schemas.consent import DataClass
 from schemas.disclosure import RecipientKind
 from schemas.referral import Referral
+
+RevokeReason = Literal["consent-withdrawn", "consent-expired"]
+"""Why a recipient no longer has a covering consent: the consent that covered it was
+withdrawn (or narrowed, or the patient objected), or its period ended."""
 
 
 class RegistrationStatus(StrEnum):
@@ -148,6 +153,7 @@ class ReferralRevoked(_Event):
     recipient_kind: RecipientKind = "welfare"
     revoked_at: datetime
     cause: str
+    reason: RevokeReason = "consent-withdrawn"
 
 
 class ReleaseState(BaseModel):

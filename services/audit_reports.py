@@ -191,6 +191,9 @@ class TrailLine:
     data: str
     consent_id: str | None
     outcome: str
+    detail: str = ""
+    """What happened, in words, where the action alone does not say it (a revoke notice
+    because the consent's period ended: `consent-expired`)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -202,6 +205,7 @@ class TrailLine:
             "data": self.data,
             "consent_id": self.consent_id,
             "outcome": self.outcome,
+            "detail": self.detail,
         }
 
 
@@ -247,6 +251,7 @@ def _line(entry: AuditEntry) -> TrailLine:
         data,
         entry.consent_id,
         outcome,
+        str(event.get("outcomeDesc", "")),
     )
 
 
@@ -311,6 +316,10 @@ _ACTIONS = {
     ),
     "update": ("wijziging ontvangen", "received an update"),
     "revoke-notice": ("bericht: toestemming ingetrokken", "notice: consent withdrawn"),
+    "revoke-notice:consent-expired": (
+        "bericht: toestemming verlopen",
+        "notice: consent period ended",
+    ),
     "feedback-forwarded": ("terugkoppeling ontvangen", "received feedback"),
     "overdue-notice": ("bericht: contacttermijn verstreken", "notice: contact term passed"),
     "read": ("gegevens ingezien", "viewed data"),
@@ -350,7 +359,10 @@ def subject_access_html(lines: list[TrailLine], participants: Participants, made
         rows = []
         for line in lines:
             receiver = line.recipient if line.action in DISCLOSURES else line.by
-            what = _ACTIONS.get(line.action, (line.action, line.action))[index]
+            shown = line.action
+            if line.action == "revoke-notice" and line.detail == "consent-expired":
+                shown = "revoke-notice:consent-expired"
+            what = _ACTIONS.get(shown, (line.action, line.action))[index]
             kinds = ", ".join(_DATA.get(k, (k, k))[index] for k in line.data.split(",") if k)
             rows.append(
                 "<tr>"

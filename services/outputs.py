@@ -35,7 +35,7 @@ from schemas.topics import (
 )
 from services.audit_log import append, pseudonym
 from services.domain.feedback import message_id_of
-from services.domain.gate import REVOKE_REASON, GatePolicy, GateResult, Output
+from services.domain.gate import GatePolicy, GateResult, Output
 from services.runtime import Hub
 
 XML = "application/xml"
@@ -170,7 +170,7 @@ def _render(hub: Hub, tx: Tx, output: Output, traceparent: str) -> list[Outbound
             referral_id=event.referral_id,
             registration_id=event.registration_id,
             revoked_at=event.revoked_at,
-            reason=REVOKE_REASON,
+            reason=event.reason,
         )
         ce_id = message_id("revoked", event.referral_id, event.recipient_id)
         return [
@@ -299,6 +299,8 @@ def _audit_record(hub: Hub, tx: Tx, output: Output) -> AuditRecord:
             recipient=event.recipient_id,
             consent_id=event.cause,
             data=("ids",),
+            # a withdrawal's entries as they always were; an expiry says so
+            detail=event.reason if event.reason != "consent-withdrawn" else "",
             **common,
         )
     if isinstance(event, FeedbackForwarded):

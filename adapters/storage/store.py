@@ -258,6 +258,7 @@ class _S:
                     "names_referrals",
                     "period_start",
                     "started",
+                    "expires_at",
                     "body",
                     "updated_at",
                 )
@@ -637,6 +638,9 @@ class Tx:
         starts_later = consent.period_start is not None and consent.period_start > received_at
         if starts_later and consent.status == "active":
             self._wrote_due(consent.period_start)  # type: ignore[arg-type]
+        expires_at = t.consent_expires_at(consent.status, consent.period_end)
+        if expires_at is not None:
+            self._wrote_due(expires_at)
         values = {
             "status": consent.status,
             "kind": consent.kind,
@@ -644,6 +648,7 @@ class Tx:
             "names_referrals": bool(consent.referrals),
             "period_start": consent.period_start,
             "started": not starts_later,
+            "expires_at": expires_at,
             "body": consent.model_dump_json(),
             "updated_at": received_at,
         }
@@ -716,6 +721,19 @@ class Tx:
     def mark_started(self, consent_id: str) -> None:
         self.conn.execute(
             update(t.consents).where(t.consents.c.consent_id == consent_id).values(started=True)
+        )
+
+    def consents_ending(self, until: datetime) -> list[Consent]:
+        rows = self.conn.execute(
+            select(t.consents.c.body)
+            .where(t.CONSENT_EXPIRING, t.consents.c.expires_at <= until)
+            .order_by(t.consents.c.expires_at, t.consents.c.consent_id)
+        )
+        return [Consent.model_validate_json(r.body) for r in rows]
+
+    def mark_ended(self, consent_id: str) -> None:
+        self.conn.execute(
+            update(t.consents).where(t.consents.c.consent_id == consent_id).values(expires_at=None)
         )
 
     # --- releases and registrations -------------------------------------------------
@@ -866,7 +884,7 @@ class Tx:
 
     def next_due(self) -> datetime | None:
         """The earliest moment at which the timer has something to do (a consent's period
-        begins, a contact term passes, a retention ends), or None. For the replay, which
+        begins or ends, a contact term passes, a retention ends), or None. For the replay, which
         ticks at those moments between the records around them, as the live timer did."""
         if self._due is _UNREAD:
             self.flush()
@@ -875,6 +893,7 @@ class Tx:
                 self.conn.execute(select(func.min(column)).where(*where)).scalar_one()
                 for column, where in (
                     (c.period_start, (t.CONSENT_NOT_STARTED, c.status == "active")),
+                    (c.expires_at, (t.CONSENT_EXPIRING,)),
                     (r.contact_due_at, (t.REGISTRATION_OPEN,)),
                     (r.retain_until, (t.REGISTRATION_HOLDS_PERSONAL_DATA,)),
                 )

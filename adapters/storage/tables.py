@@ -125,6 +125,8 @@ consents = Table(
     Column("names_referrals", Boolean, nullable=False),
     Column("period_start", UtcDateTime, nullable=True),
     Column("started", Boolean, nullable=False, server_default=true()),
+    # the first moment an active consent's period is over, until the timer has acted on it
+    Column("expires_at", UtcDateTime, nullable=True),
     Column("body", Text, nullable=False),
     Column("received_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
@@ -143,6 +145,17 @@ def _partial_index(name: str, column: Column[Any], where: ColumnElement[bool]) -
 # conditions in their WHERE, which is what lets SQLite use a partial index.
 CONSENT_NOT_STARTED = consents.c.started.is_(False)
 _partial_index("ix_consents_not_started", consents.c.period_start, CONSENT_NOT_STARTED)
+CONSENT_EXPIRING = consents.c.expires_at.is_not(None)
+_partial_index("ix_consents_expiring", consents.c.expires_at, CONSENT_EXPIRING)
+
+
+def consent_expires_at(status: str, period_end: datetime | None) -> datetime | None:
+    """When the timer ends an active consent: the first moment after its period (which
+    includes its `period_end`); None when it has nothing to end."""
+    if status != "active" or period_end is None:
+        return None
+    return period_end + timedelta(microseconds=1)
+
 
 consent_referrals = Table(
     "consent_referrals",

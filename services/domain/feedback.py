@@ -47,7 +47,9 @@ def on_feedback(
         # The same answer for an unknown referral: existence does not leak to a sender.
         raise NotAuthorisedError("feedback from an organisation this referral was not released to")
     if release.revoked_at is not None:
-        raise NotAuthorisedError("the patient withdrew consent for this organisation")
+        raise NotAuthorisedError(
+            "no consent covers this organisation any more (withdrawn, or its period ended)"
+        )
     if not store.add_feedback(message_id_of(feedback), feedback, release.registration_id, at):
         return result  # delivered before: forwarded before
 

@@ -4,7 +4,8 @@ A referral is held until a consent covers it for a recipient, then released to t
 recipient once - whichever arrived first. Recipients are the routed welfare organisation
 and every municipality participant a consent in force names. A withdrawal (or the
 patient's objection) stops further releases and revokes what the recipients it names
-already received; a consent that widens what may be shared, or a re-sent referral that
+already received, and so does the end of a consent's period where no other consent
+covers the pair then; a consent that widens what may be shared, or a re-sent referral that
 changes what a recipient sees, updates that recipient under the same registration id.
 
 Runs inside one store transaction; the caller renders `outputs` into outbox messages in
@@ -38,6 +39,7 @@ from schemas.registration import (
     ReferralUpdated,
     RegistrationStatus,
     ReleaseState,
+    RevokeReason,
     StoredReferral,
 )
 from services.domain.consent import applies, coverage, covers
@@ -45,7 +47,6 @@ from services.domain.minimise import disclose
 from services.domain.ports import GateStore
 
 HUB = "schakel-hub"
-REVOKE_REASON = "consent-withdrawn"
 
 
 DEFAULT_CONTACT_DAYS = 14
@@ -109,6 +110,7 @@ def _settle(
     *,
     revokes: Revokes = _never,
     cause: str = HUB,
+    reason: RevokeReason = "consent-withdrawn",
 ) -> None:
     """Bring every recipient of one referral in line with the consents in force at `at`."""
     referral = stored.referral
@@ -159,7 +161,7 @@ def _settle(
         elif state.revoked_at is None:
             if not cover.covered:
                 if revokes(referral, recipient):
-                    _revoke(store, stored, recipient, kind, at, cause, policy, result)
+                    _revoke(store, stored, recipient, kind, at, cause, reason, policy, result)
             else:
                 disclosure = disclose(referral, kind, cover.classes)
                 if disclosure.fingerprint() != state.fingerprint:
@@ -226,6 +228,7 @@ def _revoke(
     kind: RecipientKind,
     at: datetime,
     cause: str,
+    reason: RevokeReason,
     policy: GatePolicy,
     result: GateResult,
 ) -> None:
@@ -241,6 +244,7 @@ def _revoke(
         recipient_kind=kind,
         revoked_at=at,
         cause=cause,
+        reason=reason,
     )
     result.events.append(event)
     result.outputs.append(Output("revoked", event, None))
@@ -406,14 +410,20 @@ def on_consent(
 
 
 def on_tick(store: GateStore, at: datetime, policy: GatePolicy = GatePolicy()) -> GateResult:
-    """Time passed: consents whose period has begun now cover what they name, and
-    registrations past their contact term without contact are overdue (once: the state is
-    in the store, so a hub that was down across the deadline still fires exactly once)."""
+    """Time passed: consents whose period has begun now cover what they name, those whose
+    period has ended no longer do, and registrations past their contact term without
+    contact are overdue (each once: the state is in the store, so a hub that was down
+    across the moment still acts exactly once). Starts before ends: a renewal that begins
+    as its predecessor ends keeps the pair covered, and nothing is revoked."""
     result = GateResult()
     for consent in store.consents_starting(at):
         started = on_consent_start(store, consent, at, policy)
         result.events.extend(started.events)
         result.outputs.extend(started.outputs)
+    for consent in store.consents_ending(at):
+        ended = on_consent_end(store, consent, at, policy)
+        result.events.extend(ended.events)
+        result.outputs.extend(ended.outputs)
     due = on_contact_due(store, at, policy)
     result.events.extend(due.events)
     result.outputs.extend(due.outputs)
@@ -428,6 +438,36 @@ def on_consent_start(
     store.mark_started(consent.consent_id)
     for stored in _affected(store, consent):
         _settle(store, stored, at, policy, result)
+    return result
+
+
+def on_consent_end(
+    store: GateStore, consent: Consent, at: datetime, policy: GatePolicy = GatePolicy()
+) -> GateResult:
+    """A consent's period ended: it covers nothing any more. Each recipient it was in
+    force for at its last moment, and that no other consent covers now, is told
+    (`consent-expired`) and loses access, as after a withdrawal: earlier disclosures stay
+    lawful, nothing more flows. An objection whose period ended blocks nothing any more:
+    what is covered is released."""
+    result = GateResult()
+    store.mark_ended(consent.consent_id)
+    end = consent.period_end
+    revokes: Revokes = (
+        _never
+        if consent.is_objection or end is None
+        else lambda referral, recipient: bool(applies(consent, referral, recipient, end))
+    )
+    for stored in _affected(store, consent):
+        _settle(
+            store,
+            stored,
+            at,
+            policy,
+            result,
+            revokes=revokes,
+            cause=consent.consent_id,
+            reason="consent-expired",
+        )
     return result
 
 

@@ -23,7 +23,8 @@ class GateStore(Protocol):
 
     def put_consent(self, consent: Consent, received_at: datetime) -> None:
         """Insert or replace. A consent whose period starts after `received_at` is kept
-        as 'starting', for `consents_starting`."""
+        as 'starting', for `consents_starting`; an active one with a period end as
+        'ending', for `consents_ending`."""
 
     def consents_for(self, referral_id: str, bsn: str) -> list[Consent]:
         """Every consent naming this referral, and every patient-level consent or objection
@@ -34,6 +35,12 @@ class GateStore(Protocol):
         handled as started yet."""
 
     def mark_started(self, consent_id: str) -> None: ...
+
+    def consents_ending(self, until: datetime) -> list[Consent]:
+        """Active consents whose period ended before `until` (their `period_end` is past)
+        and that have not been handled as ended yet."""
+
+    def mark_ended(self, consent_id: str) -> None: ...
 
     def releases_of(self, referral_id: str) -> dict[str, ReleaseState]: ...
 

@@ -1,6 +1,7 @@
-"""`on_tick`: releases what consents whose period has begun now cover. Durable by
-construction: the work left to do is in the store (consents not yet marked started), so
-a hub that was down across a start time catches up on its first tick. Each tick also ends
+"""`on_tick`: releases what consents whose period has begun now cover, and revokes what
+consents whose period has ended covered where nothing else covers it now. Durable by
+construction: the work left to do is in the store (consents not yet marked started or
+ended), so a hub that was down across a start or an end catches up on its first tick. Each tick also ends
 what is kept past its time: personal data of closed registrations past their retention,
 and the outbox's copies of messages published more than `SCHAKEL_OUTBOX_KEEP_DAYS` ago."""
 
@@ -8,16 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from sqlalchemy.exc import DBAPIError
 
 from adapters.logging import get_logger
 from adapters.storage.store import Tx
+from schemas.consent import Consent
 from schemas.errors import SchakelError
 from schemas.registration import HubEvent
 from services.domain import gate
-from services.domain.gate import GatePolicy
+from services.domain.gate import GatePolicy, GateResult
 from services.outputs import gate_policy, outputs_to_outbox
 from services.pipeline import log_event
 from services.runtime import Hub
@@ -43,27 +46,25 @@ def tick(hub: Hub) -> list[HubEvent]:
 
 def tick_in(hub: Hub, tx: Tx, now: datetime, policy: GatePolicy) -> list[HubEvent]:
     """What the timer decides at `now`, in the transaction `tx` (the replay runs it between
-    records): consents whose period began, contact terms passed, retentions ended."""
-    events: list[HubEvent] = []
-    for consent in tx.consents_starting(now):
-        # Each on its own: one whose outputs cannot be made must not stop the rest, or
-        # every later tick (the overdue notices, the retention, other patients' starts).
-        try:
-            with tx.savepoint():
-                started = gate.on_consent_start(tx, consent, now, policy)
-                outputs_to_outbox(hub, tx, started, None)
-        except DBAPIError:
-            raise  # the store's trouble: the whole tick is tried again
-        except Exception as exc:  # noqa: BLE001 - bad data or a bug, in this one only
-            tx.mark_started(consent.consent_id)  # not tried again: as a dead letter
-            log.error(
-                "a consent whose period began could not be applied; it is left out",
-                consent_id=consent.consent_id,
-                reason=exc.reason if isinstance(exc, SchakelError) else "internal-error",
-                error=type(exc).__name__,
-            )
-            continue
-        events.extend(started.events)
+    records): consents whose period began, then those whose period ended (a renewal that
+    begins as its predecessor ends keeps what it covers), contact terms passed, retentions
+    ended."""
+    events = _each_consent(
+        hub,
+        tx,
+        tx.consents_starting(now),
+        lambda consent: gate.on_consent_start(tx, consent, now, policy),
+        tx.mark_started,
+        "a consent whose period began could not be applied; it is left out",
+    )
+    events += _each_consent(
+        hub,
+        tx,
+        tx.consents_ending(now),
+        lambda consent: gate.on_consent_end(tx, consent, now, policy),
+        tx.mark_ended,
+        "a consent whose period ended could not be applied; it is left out",
+    )
     result = gate.on_contact_due(tx, now, policy)
     outputs_to_outbox(hub, tx, result, None)
     events.extend(result.events)
@@ -73,6 +74,39 @@ def tick_in(hub: Hub, tx: Tx, now: datetime, policy: GatePolicy) -> list[HubEven
             "retention ended: personal data of closed registrations deleted",
             registrations=purged,
         )
+    return events
+
+
+def _each_consent(
+    hub: Hub,
+    tx: Tx,
+    consents: list[Consent],
+    apply: Callable[[Consent], GateResult],
+    mark: Callable[[str], None],
+    failed: str,
+) -> list[HubEvent]:
+    """`apply` to each consent on its own: one whose outputs cannot be made must not stop
+    the rest, or every later tick (the overdue notices, the retention, other patients'
+    starts and ends). That one is marked done (not tried again: as a dead letter) and
+    logged with `failed`."""
+    events: list[HubEvent] = []
+    for consent in consents:
+        try:
+            with tx.savepoint():
+                result = apply(consent)
+                outputs_to_outbox(hub, tx, result, None)
+        except DBAPIError:
+            raise  # the store's trouble: the whole tick is tried again
+        except Exception as exc:  # noqa: BLE001 - bad data or a bug, in this one only
+            mark(consent.consent_id)
+            log.error(
+                failed,
+                consent_id=consent.consent_id,
+                reason=exc.reason if isinstance(exc, SchakelError) else "internal-error",
+                error=type(exc).__name__,
+            )
+            continue
+        events.extend(result.events)
     return events
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -40,8 +40,57 @@ def test_migrations_are_idempotent_and_match_the_tables(store_url: str) -> None:
     assert diff == []
 
 
+def test_the_upgrade_marks_consents_whose_period_ended_before_it(store_url: str) -> None:
+    """Migration 0015: active consents with a period end get `expires_at`, so the first
+    tick after the upgrade ends those whose period is over; others get none."""
+    from sqlalchemy import insert, select
+
+    from adapters.storage.migrate import upgrade
+
+    store = Store(store_url)
+    upgrade(store.engine, "0014")
+    ended = datetime(2026, 11, 30, 22, 59, 59, 999999, tzinfo=UTC)
+    rows = [
+        ("c-ended", "active", ended),
+        ("c-open", "active", None),
+        ("c-withdrawn", "inactive", ended),
+    ]
+    with store.engine.begin() as conn:
+        for consent_id, status, end in rows:
+            body = Consent(
+                consent_id=consent_id, status=status, patient_bsn="999900018", period_end=end
+            )
+            conn.execute(
+                insert(t.consents).values(
+                    consent_id=consent_id,
+                    status=status,
+                    kind="permit",
+                    patient_bsn="999900018",
+                    names_referrals=False,
+                    body=body.model_dump_json(),
+                    received_at=NOW,
+                    updated_at=NOW,
+                )
+            )
+    store.migrate()
+    with store.engine.connect() as conn:
+        marked = {
+            row.consent_id: row.expires_at
+            for row in conn.execute(select(t.consents.c.consent_id, t.consents.c.expires_at))
+        }
+    due = store.run(lambda tx: [c.consent_id for c in tx.consents_ending(NOW)])
+    store.dispose()
+    assert marked == {
+        "c-ended": ended + timedelta(microseconds=1),
+        "c-open": None,
+        "c-withdrawn": None,
+    }
+    assert due == ["c-ended"]
+
+
 INDEX_NAMES = (
     "ix_consents_not_started",
+    "ix_consents_expiring",
     "ix_registrations_contact_open",
     "ix_registrations_retention",
 )
@@ -60,10 +109,15 @@ def test_the_timers_questions_read_what_is_due_not_the_history(store_url: str) -
 
     event.listen(store.engine, "before_cursor_execute", grab)
     store.run(
-        lambda tx: (tx.consents_starting(NOW), tx.registrations_due(NOW), tx.purge_expired(NOW))
+        lambda tx: (
+            tx.consents_starting(NOW),
+            tx.consents_ending(NOW),
+            tx.registrations_due(NOW),
+            tx.purge_expired(NOW),
+        )
     )
     event.remove(store.engine, "before_cursor_execute", grab)
-    assert len(asked) == 3
+    assert len(asked) == 4
     used: set[str] = set()
     with store.engine.begin() as conn:
         sqlite = conn.dialect.name == "sqlite"

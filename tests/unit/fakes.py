@@ -15,6 +15,7 @@ class MemoryGateStore:
         self.referrals: dict[str, StoredReferral] = {}
         self.consents: dict[str, Consent] = {}
         self.started: dict[str, bool] = {}
+        self.ending: set[str] = set()
         self.releases: dict[tuple[str, str], ReleaseState] = {}
         self.timeline: list[tuple[str, str, str]] = []
         self.registrations: dict[str, RegistrationState] = {}
@@ -52,6 +53,10 @@ class MemoryGateStore:
         self.started[consent.consent_id] = not (
             consent.period_start is not None and consent.period_start > received_at
         )
+        if consent.status == "active" and consent.period_end is not None:
+            self.ending.add(consent.consent_id)
+        else:
+            self.ending.discard(consent.consent_id)
 
     def consents_for(self, referral_id: str, bsn: str) -> list[Consent]:
         return sorted(
@@ -79,6 +84,16 @@ class MemoryGateStore:
 
     def mark_started(self, consent_id: str) -> None:
         self.started[consent_id] = True
+
+    def consents_ending(self, until: datetime) -> list[Consent]:
+        ending = (self.consents[i] for i in self.ending)
+        return sorted(
+            (c for c in ending if c.period_end is not None and c.period_end < until),
+            key=lambda c: (c.period_end, c.consent_id),
+        )
+
+    def mark_ended(self, consent_id: str) -> None:
+        self.ending.discard(consent_id)
 
     def releases_of(self, referral_id: str) -> dict[str, ReleaseState]:
         return {r: s for (ref, r), s in self.releases.items() if ref == referral_id}

@@ -306,6 +306,69 @@ def test_expired_consent_releases_nothing_and_revokes_nothing(
     assert not gate.on_referral(store, referral, WELFARE, NOW, POLICY).outputs
 
 
+def test_the_end_of_a_consents_period_revokes_what_nothing_else_covers(
+    referral: Referral, participants: Participants
+) -> None:
+    """The end of a period stops the flow as a withdrawal does: the recipient is told
+    (`consent-expired`, on the consent that ended) and its release stands no more."""
+    store = MemoryGateStore()
+    gate.on_referral(store, referral, WELFARE, NOW, POLICY)
+    until_2nd = _consent(participants, period={"end": "2026-12-02"})  # the whole day, local
+    (release,) = gate.on_consent(store, until_2nd, NOW, POLICY).releases
+    last_moment = datetime(2026, 12, 2, 22, 59, 59, 999999, tzinfo=UTC)  # 23:59:59 CET
+    assert not gate.on_tick(store, last_moment, POLICY).outputs, "in force to its end"
+
+    ended = gate.on_tick(store, last_moment + timedelta(microseconds=1), POLICY)
+
+    (revoked,) = ended.revocations
+    assert (revoked.referral_id, revoked.recipient_id) == ("VERW-G-1", WELFARE)
+    assert (revoked.reason, revoked.cause) == ("consent-expired", "c-1")
+    assert revoked.registration_id == release.registration_id
+    assert store.releases[("VERW-G-1", WELFARE)].revoked_at == last_moment + timedelta(
+        microseconds=1
+    )
+    assert store.timeline[-1] == (release.registration_id, "revoked", "c-1")
+    assert not gate.on_tick(store, NOW + timedelta(days=5), POLICY).outputs, "handled once"
+    withdrawn = until_2nd.model_copy(update={"status": "inactive"})
+    assert not gate.on_consent(store, withdrawn, NOW + timedelta(days=6), POLICY).outputs, (
+        "told once: a withdrawal after the end tells nobody again"
+    )
+
+
+@pytest.mark.parametrize(
+    "renewal",
+    [
+        {},  # granted before the first one ends, open-ended
+        {"start": "2026-12-03"},  # begins the moment the first one ends
+    ],
+)
+def test_a_renewal_in_force_when_a_consent_ends_keeps_the_release(
+    referral: Referral, participants: Participants, renewal: dict[str, str]
+) -> None:
+    store = MemoryGateStore()
+    gate.on_referral(store, referral, WELFARE, NOW, POLICY)
+    gate.on_consent(store, _consent(participants, "c-1", period={"end": "2026-12-02"}), NOW, POLICY)
+    renewed = _consent(participants, "c-2", period=renewal or None)
+    assert not gate.on_consent(store, renewed, NOW, POLICY).outputs, "released already"
+
+    assert not gate.on_tick(store, NOW + timedelta(days=3), POLICY).outputs
+    assert store.releases[("VERW-G-1", WELFARE)].revoked_at is None
+
+
+def test_a_consent_granted_after_its_period_ended_changes_nothing(
+    referral: Referral, participants: Participants
+) -> None:
+    store = MemoryGateStore()
+    gate.on_referral(store, referral, WELFARE, NOW, POLICY)
+    gate.on_consent(store, _consent(participants, "c-1"), NOW, POLICY)
+    late = _consent(participants, "c-old", period={"end": "2026-11-30"})
+    assert not gate.on_consent(store, late, NOW, POLICY).outputs
+    assert not gate.on_tick(store, NOW + timedelta(minutes=1), POLICY).outputs, (
+        "c-1 still covers the release"
+    )
+    assert store.consents_ending(NOW + timedelta(days=365)) == [], "ended once, at that tick"
+
+
 def test_resent_referral_with_a_changed_reason_updates_the_recipient(
     referral: Referral, participants: Participants
 ) -> None:

@@ -8,7 +8,11 @@ re-deliveries of all of those, driven through the real gate code. After every st
   moment (checked both ways: nothing released without cover, nothing covered left
   unreleased), and at most once per referral x recipient;
 - a revoke notice goes exactly to the recipients that received X while the withdrawn
-  consent (or any consent, for an objection) was in force for them, once.
+  consent (or any consent, for an objection) was in force for them, once; and, when time
+  passes, to those that received X while a consent whose period has ended was in force for
+  them and that no consent covers any more;
+- so nothing released stays standing (readable by its recipient) without a covering
+  consent.
 
 Coverage is computed here independently of `services.domain.consent`.
 """
@@ -170,6 +174,11 @@ class GateMachine(RuleBasedStateMachine):
                 assert output.disclosure.bsn is None
 
     @invariant()
+    def released_pairs_stand_only_while_covered(self) -> None:
+        for pair in self.released - self.revoked:
+            assert self.covered(*pair), f"{pair} still stands without a covering consent"
+
+    @invariant()
     def covered_pairs_are_released(self) -> None:
         for rid in self.referrals:
             for recipient in RECIPIENTS:
@@ -255,8 +264,21 @@ class GateMachine(RuleBasedStateMachine):
     @rule(delta=st.integers(min_value=1, max_value=96))
     def time_passes(self, delta: int) -> None:
         self.now += timedelta(hours=delta)
+        ended = [
+            c
+            for c in self.consents.values()
+            if c.period_end is not None and c.period_end < self.now and not c.is_objection
+        ]
+        expected = set()
+        for pair in self.released - self.revoked:
+            x = self.referrals[pair[0]]
+            was_in_force = any(self.in_force(c, x, pair[1], c.period_end) for c in ended)  # type: ignore[arg-type]
+            if was_in_force and not self.covered(*pair):
+                expected.add(pair)
         result = self.run(lambda s: gate.on_tick(s, self.now, POLICY))
-        self.check(result, set())
+        self.check(result, expected)
+        for revocation in result.revocations:
+            assert revocation.reason == "consent-expired"
 
 
 GateMachine.TestCase.settings = settings(

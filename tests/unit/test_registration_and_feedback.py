@@ -100,7 +100,7 @@ def test_feedback_after_withdrawal_is_refused(participants: Participants) -> Non
         consent_resource("c-VERW-F-1", referral_id="VERW-F-1"), participants
     )
     gate.on_consent(store, withdrawal.model_copy(update={"status": "inactive"}), NOW, POLICY)
-    with pytest.raises(SchakelError, match="withdrew"):
+    with pytest.raises(SchakelError, match="no consent covers this organisation any more"):
         on_feedback(store, _feedback("contacted"), NOW, POLICY)
 
 
