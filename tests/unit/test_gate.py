@@ -333,6 +333,10 @@ def test_the_end_of_a_consents_period_revokes_what_nothing_else_covers(
     assert not gate.on_consent(store, withdrawn, NOW + timedelta(days=6), POLICY).outputs, (
         "told once: a withdrawal after the end tells nobody again"
     )
+    late = _consent(participants, "c-2")
+    assert not gate.on_consent(store, late, NOW + timedelta(days=7), POLICY).outputs, (
+        "as after a withdrawal, a later consent does not reopen the trajectory"
+    )
 
 
 @pytest.mark.parametrize(
