@@ -221,12 +221,18 @@ def current_task(
     owner_value: str,
     owner_name: str,
     modified: datetime,
+    revoked: bool = False,
 ) -> dict[str, Any]:
-    """The fulfilment Task of a registration as it stands (for `GET /fhir/Task`)."""
+    """The fulfilment Task of a registration as it stands (for `GET /fhir/Task`). A Task
+    still open when no consent covers the organisation any more (withdrawn, or its period
+    ended) is `cancelled`, business status `revoked` (DOMAIN §5: cancel open Tasks); one
+    the organisation finished keeps its outcome."""
     if feedback_status is None:
         status, business = "requested", ("contact-overdue" if overdue else "released")
     else:
         status, business = TASK_STATUS[feedback_status], feedback_status
+    if revoked and status in ("requested", "in-progress"):
+        status, business = "cancelled", "revoked"
     return _task(
         registration_id=registration_id,
         referral_system=referral_system,

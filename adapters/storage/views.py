@@ -264,7 +264,7 @@ class Views:
                     .order_by(t.feedback.c.occurred_at.desc(), t.feedback.c.id.desc())
                 ).first()
                 released = conn.execute(  # this referral reached the organisation
-                    select(t.releases.c.released_at).where(
+                    select(t.releases.c.released_at, t.releases.c.revoked_at).where(
                         t.releases.c.referral_id == referral_id,
                         t.releases.c.recipient_id == row.recipient_id,
                     )
@@ -279,6 +279,7 @@ class Views:
                         "status": latest.status if latest else None,
                         "modified": latest.occurred_at if latest else released.released_at,
                         "overdue": row.overdue_at is not None and row.contact_made_at is None,
+                        "revoked": released.revoked_at is not None,
                     }
                 )
         return result

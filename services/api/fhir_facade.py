@@ -350,6 +350,7 @@ async def search_tasks(
                 owner_value=owner.identifiers[0].value,
                 owner_name=owner.name,
                 modified=row["modified"],
+                revoked=row["revoked"],
             )
         )
     # Only what the answer disclosed names a patient: an empty searchset (no such referral

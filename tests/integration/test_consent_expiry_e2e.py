@@ -33,6 +33,19 @@ T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 LAST_MOMENT = datetime(2026, 12, 2, 22, 59, 59, 999999, tzinfo=UTC)  # 2 December, 23:59:59 CET
 
 
+async def _task(hub, referral_id: str) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+    """The referring practice's view of its Task: (status, business status)."""
+    async with httpx.AsyncClient(
+        base_url=hub.http_url or "",
+        headers={"Authorization": f"Bearer {token('praktijk-de-linde')}"},
+        timeout=10,
+    ) as practice:
+        found = (await practice.get("/fhir/Task", params={"based-on": referral_id})).json()
+    [entry] = found["entry"]
+    task = entry["resource"]
+    return task["status"], task["businessStatus"]["coding"][0]["code"]
+
+
 async def test_a_consent_period_that_ends_ends_the_flow_and_the_access(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
@@ -49,12 +62,14 @@ async def test_a_consent_period_that_ends_ends_the_flow_and_the_access(
             timeout=10,
         ) as welfare:
             before = (await welfare.get("/api/v1/registrations")).json()
+            task_before = await _task(hub, "VERW-EX-1")
             clock.now = LAST_MOMENT
             assert not await hub.ticker.tick_now(), "in force to its last moment"
             clock.now = LAST_MOMENT + timedelta(seconds=30)  # the next tick
             ticked = await hub.ticker.tick_now()
             after = (await welfare.get("/api/v1/registrations")).json()
             detail = await welfare.get(f"/api/v1/registrations/{released.registration_id}")
+            task_after = await _task(hub, "VERW-EX-1")
         await hub.relay.publish_pending()
         async with TopicReader(kafka_bootstrap, hub.hub.topics.welfare_referrals(WELFARE)) as t:
             intake, notice = await t.everything()
@@ -67,6 +82,8 @@ async def test_a_consent_period_that_ends_ends_the_flow_and_the_access(
     [revoked] = [e for e in ticked if isinstance(e, ReferralRevoked)]
     assert (revoked.reason, revoked.cause) == ("consent-expired", "c-EX-1")
     assert after == [] and detail.status_code == 404, "its access ended with the consent"
+    assert task_before == ("requested", "released")
+    assert task_after == ("cancelled", "revoked"), "the GP's open Task is cancelled"
     assert dict(intake.headers)["ce_type"] == b"nl.schakel.referral-released.v1"
     assert dict(notice.headers)["ce_type"] == b"nl.schakel.referral-revoked.v1"
     body = ReferralRevokedNotice.model_validate(orjson.loads(notice.value))
@@ -75,10 +92,7 @@ async def test_a_consent_period_that_ends_ends_the_flow_and_the_access(
     [entry] = entries
     assert (entry.recipient, entry.consent_id) == (WELFARE, "c-EX-1")
     assert orjson.loads(entry.canonical)["outcomeDesc"] == "consent-expired"
-    assert [(line.action, line.detail) for line in trail][-1] == (
-        "revoke-notice",
-        "consent-expired",
-    )
+    assert [line.detail for line in trail if line.action == "revoke-notice"] == ["consent-expired"]
     assert "notice: consent period ended" in report and "toestemming verlopen" in report
     assert "consent withdrawn" not in report
 

@@ -223,3 +223,38 @@ def test_the_exported_schema_and_the_hub_agree_on_feedback(fields: dict[str, obj
     except SchakelError:
         hub_accepts = False
     assert validator.is_valid(body) == hub_accepts
+
+
+@pytest.mark.parametrize(
+    ("feedback_status", "expected"),
+    [
+        (None, ("cancelled", "revoked")),
+        ("contacted", ("cancelled", "revoked")),
+        ("in-progress", ("cancelled", "revoked")),
+        ("completed", ("completed", "completed")),
+        ("declined", ("rejected", "declined")),
+        ("not-reached", ("failed", "not-reached")),
+    ],
+)
+def test_an_open_task_is_cancelled_once_no_consent_covers_the_organisation(
+    feedback_status: str | None, expected: tuple[str, str]
+) -> None:
+    """DOMAIN §5: a withdrawal (or the end of the consent's period) cancels open Tasks; a
+    finished one keeps its outcome."""
+    from adapters.fhir.to_fhir import current_task
+
+    task = current_task(
+        registration_id="REG-1",
+        referral_system=SYSTEM,
+        referral_id="VERW-1",
+        feedback_status=feedback_status,
+        overdue=feedback_status is None,
+        practice_agb="01234567",
+        owner_system="http://fhir.nl/fhir/NamingSystem/ura",
+        owner_value="12345678",
+        owner_name="Welzijn Hoogeveen",
+        modified=AT,
+        revoked=True,
+    )
+    Task.model_validate(task)
+    assert (task["status"], task["businessStatus"]["coding"][0]["code"]) == expected
