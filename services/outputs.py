@@ -335,7 +335,7 @@ def _referral_trace(tx: Tx, referral_id: str) -> str:
 def outputs_to_outbox(hub: Hub, tx: Tx, result: GateResult, cause: InboundRecord | None) -> None:
     """Every message the rules decided on, each with its audit entry. The trace continues
     from the record that caused it (the one that completed a referral+consent pair, the
-    withdrawal, the feedback). Without a traced cause (a timer: a consent's period began,
+    withdrawal, the feedback). Without a traced cause (a timer: a consent's period began or ended,
     a contact term passed; a message without a valid traceparent) it continues the trace
     the referral arrived with, so one referral can be followed by its trace id."""
     if not result.outputs:

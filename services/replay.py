@@ -6,7 +6,7 @@ the replay store), and it never connects a producer. Records are applied in the 
 the live hub applied them (its processing log; cross-topic order decides outcomes such as
 a withdrawal that overtook its grant), then any the live hub never saw, by timestamp. The
 clock of each record is its broker timestamp. The timer runs at every moment something
-falls due (a consent's period begins, a contact term passes, a retention ends), between
+falls due (a consent's period begins or ends, a contact term passes, a retention ends), between
 the records around it and in the same transaction, and after the last record up to the
 end moment: decisions that depend on it (feedback after a consent started, `not-reached`
 after an overdue notice) come out as they did live. (The live timer runs every

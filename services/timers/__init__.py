@@ -1,1 +1,1 @@
-"""Timers: time-driven gate work (a consent whose period begins later)."""
+"""Timers: time-driven gate work (a consent whose period begins later, or ends)."""
