@@ -27,6 +27,7 @@ revision = "0015"
 down_revision = "0014"
 branch_labels = None
 depends_on = None
+PAGE = 1000
 
 _consents = sa.table(
     "consents",
@@ -48,22 +49,27 @@ def upgrade() -> None:
         postgresql_where=expiring,
     )
     conn = op.get_bind()
-    rows = conn.execute(
-        sa.select(_consents.c.consent_id, _consents.c.body).where(_consents.c.status == "active")
-    ).all()
-    filled = []
-    for consent_id, body in rows:
-        end = orjson.loads(body).get("period_end")
-        expires_at = consent_expires_at("active", datetime.fromisoformat(end) if end else None)
-        if expires_at is not None:
-            filled.append({"b_id": consent_id, "expires_at": expires_at})
-    if filled:
-        conn.execute(
-            _consents.update()
-            .where(_consents.c.consent_id == sa.bindparam("b_id"))
-            .values(expires_at=sa.bindparam("expires_at")),
-            filled,
-        )
+    c = _consents.c
+    fill = _consents.update().where(c.consent_id == sa.bindparam("b_id"))
+    last = ""
+    while True:  # a page at a time: the bodies of every consent need not fit in memory
+        page = conn.execute(
+            sa.select(c.consent_id, c.body)
+            .where(c.status == "active", c.consent_id > last)
+            .order_by(c.consent_id)
+            .limit(PAGE)
+        ).all()
+        if not page:
+            return
+        filled = []
+        for consent_id, body in page:
+            end = orjson.loads(body).get("period_end")
+            expires_at = consent_expires_at("active", datetime.fromisoformat(end) if end else None)
+            if expires_at is not None:
+                filled.append({"b_id": consent_id, "expires_at": expires_at})
+        if filled:
+            conn.execute(fill.values(expires_at=sa.bindparam("expires_at")), filled)
+        last = page[-1][0]
 
 
 def downgrade() -> None:
