@@ -88,6 +88,32 @@ def test_the_upgrade_marks_consents_whose_period_ended_before_it(store_url: str)
     assert due == ["c-ended"]
 
 
+def test_a_consent_is_ending_from_the_moment_after_its_period_until_marked(
+    store_url: str,
+) -> None:
+    end = datetime(2026, 12, 2, 22, 59, 59, 999999, tzinfo=UTC)
+    consent = Consent(consent_id="c-end", status="active", patient_bsn="999900018", period_end=end)
+    store = Store(store_url)
+    store.migrate()
+    store.run(lambda tx: tx.put_consent(consent, NOW))
+    ending = [
+        store.run(lambda tx, at=at: [c.consent_id for c in tx.consents_ending(at)])
+        for at in (end, end + timedelta(microseconds=1))
+    ]
+    due = store.run(lambda tx: tx.next_due())
+    store.run(lambda tx: tx.mark_ended("c-end"))
+    after = store.run(lambda tx: tx.consents_ending(end + timedelta(days=1)))
+    withdrawn = consent.model_copy(update={"status": "inactive"})
+    store.run(lambda tx: tx.put_consent(consent, NOW))  # sent again: ending again
+    again = store.run(lambda tx: [c.consent_id for c in tx.consents_ending(end + timedelta(1))])
+    store.run(lambda tx: tx.put_consent(withdrawn, NOW))  # withdrawn: nothing to end
+    gone = store.run(lambda tx: tx.consents_ending(end + timedelta(days=1)))
+    store.dispose()
+    assert ending == [[], ["c-end"]], "in force to its last microsecond"
+    assert due == end + timedelta(microseconds=1), "the replay ticks at that moment"
+    assert after == [] and again == ["c-end"] and gone == []
+
+
 INDEX_NAMES = (
     "ix_consents_not_started",
     "ix_consents_expiring",
