@@ -1046,13 +1046,16 @@ class Tx:
         """Delete (at most `limit`) outbox rows published more than `keep` ago, by the store's
         clock (the one `Store.mark_published` stamps with): the broker has those messages,
         and the store's copies hold the personal data they carry. Rows of `except_topic`
-        (the dead letters, which `schakel dlq` reads) stay. What is gone can no longer be
-        sent again by `schakel outbox requeue` or counted after a broker's loss."""
+        (the dead letters, which `schakel dlq` reads) stay, and so do messages the broker
+        refused as too large: never sent, they wait for `schakel outbox requeue --refused`
+        (the metrics and the start-up warning keep counting them). What is gone can no
+        longer be sent again by `schakel outbox requeue` or counted after a broker's loss."""
         oldest = (
             select(t.outbox.c.id)
             .where(
                 t.outbox.c.published_at < self._now() - keep,
                 t.outbox.c.topic != except_topic,
+                t.outbox.c.refused_at.is_(None),
             )
             .order_by(t.outbox.c.published_at)
             .limit(limit)
@@ -1569,8 +1572,9 @@ class Store:
     ) -> tuple[int, int]:
         """`schakel outbox requeue`: rows published since `since` (if given; with `refused`,
         only those the broker refused as too large) are sent again (same ce_id), except
-        releases and updates whose release has been revoked since (`_withheld`). Returns
-        (sent again, withheld)."""
+        releases and updates whose release has been revoked since (`_withheld`): refused
+        ones of those can never be sent, so they are refused no more and go with the
+        published rows' retention (`prune_outbox`). Returns (sent again, withheld)."""
         chosen: list[ColumnElement[bool]] = []
         if since is not None:
             chosen.append(t.outbox.c.published_at >= since)
@@ -1587,6 +1591,11 @@ class Store:
             query = update(t.outbox).where(where)
             if withheld:
                 query = query.where(t.outbox.c.id.not_in(withheld))
+                conn.execute(
+                    update(t.outbox)
+                    .where(t.outbox.c.id.in_(withheld), t.OUTBOX_REFUSED)
+                    .values(refused_at=None)
+                )
             count = conn.execute(
                 query.values(
                     published_at=None, sent_partition=None, sent_offset=None, refused_at=None

@@ -238,6 +238,7 @@ def test_a_refused_release_is_not_sent_after_its_consent_is_withdrawn(tmp_path: 
 
     assert withheld == len(releases)
     assert again == len(rows) - len(releases)
+    assert store.refused_outbox() == [], "withheld for good: refused no more, kept no longer"
     assert not [
         r
         for r in store.pending_outbox(100)

@@ -439,7 +439,8 @@ def test_published_outbox_rows_go_after_their_keep_time_and_dead_letters_stay(
 ) -> None:
     """The outbox's copies of published messages (they carry personal data) are deleted by
     the timer tick once published longer ago than `SCHAKEL_OUTBOX_KEEP_DAYS`; unpublished
-    rows, recent ones and dead letters (which `schakel dlq` reads) stay."""
+    rows, recent ones, dead letters (which `schakel dlq` reads) and messages the broker
+    refused as too large (unsent: `schakel outbox refused`) stay."""
     from datetime import timedelta
 
     from schemas.topics import Topics
@@ -452,7 +453,7 @@ def test_published_outbox_rows_go_after_their_keep_time_and_dead_letters_stay(
     store.migrate()
     topics = Topics("")
     messages = {"old": "welfare-a", "old-dead": topics.dead_letter, "recent": "welfare-a"}
-    messages |= {"pending": "welfare-a", "old-2": "gp-b"}
+    messages |= {"pending": "welfare-a", "old-2": "gp-b", "old-refused": "welfare-a"}
 
     def add(tx: Tx) -> None:
         for message_id, topic in messages.items():
@@ -461,6 +462,7 @@ def test_published_outbox_rows_go_after_their_keep_time_and_dead_letters_stay(
     store.run(add)
     row = {r.message.message_id: r.id for r in store.pending_outbox()}
     store.mark_published([(row[m], 0, i) for i, m in enumerate(("old", "old-dead", "old-2"))])
+    store.mark_published([(row["old-refused"], None, None)], refused={row["old-refused"]})
     clock[0] = NOW + timedelta(days=6)
     store.mark_published([(row["recent"], 0, 9)])
     clock[0] = NOW + timedelta(days=7, minutes=1)
@@ -479,7 +481,7 @@ def test_published_outbox_rows_go_after_their_keep_time_and_dead_letters_stay(
         for topic in set(messages.values())
         for r in store.outbox_rows(topic=topic)
     }
-    assert left == {"old-dead", "recent", "pending"}
+    assert left == {"old-dead", "recent", "pending", "old-refused"}
     store.dispose()
 
 
