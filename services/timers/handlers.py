@@ -1,9 +1,10 @@
 """`on_tick`: releases what consents whose period has begun now cover, and revokes what
 consents whose period has ended covered where nothing else covers it now. Durable by
 construction: the work left to do is in the store (consents not yet marked started or
-ended), so a hub that was down across a start or an end catches up on its first tick. Each tick also ends
-what is kept past its time: personal data of closed registrations past their retention,
-and the outbox's copies of messages published more than `SCHAKEL_OUTBOX_KEEP_DAYS` ago."""
+ended), so a hub that was down across a start or an end catches up on its first tick.
+Each tick also ends what is kept past its time: personal data of closed registrations
+past their retention, and the outbox's copies of messages published more than
+`SCHAKEL_OUTBOX_KEEP_DAYS` ago."""
 
 from __future__ import annotations
 

@@ -308,6 +308,42 @@ def test_a_consent_start_that_cannot_be_applied_does_not_stop_the_timer(
     assert released == [other]
     keys = [r.message.key for r in pipelines.hub.store.outbox_rows(topic=WELFARE_TOPIC)]
     assert keys == [other.encode()]
+    monkeypatch.setattr(timers, "outputs_to_outbox", real)  # it would go through now
+    assert timers.tick(pipelines.hub) == []  # the left-out one is not tried again
+
+
+def test_a_consent_end_that_cannot_be_applied_does_not_stop_the_timer(
+    pipelines: Pipelines, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same for the ends of consents' periods: the poisoned one is left out (not tried
+    again), the other patient's organisation is told at the same tick."""
+    from adapters.municipal.iwmo import InvalidOutputError
+    from services.timers import handlers as timers
+
+    poison, other = "VERW-E-P", "VERW-E-O"
+    for referral_id, i in ((poison, 33), (other, 34)):
+        bsn = fictional_bsn(i)
+        pipelines.send("referral-created", referral_bundle(referral_id, bsn=bsn), key=referral_id)
+        consent = consent_resource(
+            f"c-{referral_id}", referral_id=referral_id, bsn=bsn, period={"end": "2026-12-02"}
+        )
+        pipelines.send("consent-granted", consent, key=referral_id)
+    real = timers.outputs_to_outbox
+
+    def failing(hub, tx, result, cause):  # type: ignore[no-untyped-def]
+        if any(o.event.referral_id == poison for o in result.outputs):
+            raise InvalidOutputError("made to fail")
+        real(hub, tx, result, cause)
+
+    monkeypatch.setattr(timers, "outputs_to_outbox", failing)
+    pipelines.now += timedelta(days=3)
+    revoked = [
+        (e.referral_id, e.reason)
+        for e in timers.tick(pipelines.hub)
+        if isinstance(e, ReferralRevoked)
+    ]
+    assert revoked == [(other, "consent-expired")]
+    monkeypatch.setattr(timers, "outputs_to_outbox", real)  # it would go through now
     assert timers.tick(pipelines.hub) == []  # the left-out one is not tried again
 
 
