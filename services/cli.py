@@ -428,7 +428,9 @@ def audit_trail(
         table.add_row(
             str(line.seq),
             line.at.strftime("%Y-%m-%d %H:%M:%S"),
-            line.action,
+            f"{line.action} ({line.detail})"
+            if line.action == "revoke-notice" and line.detail
+            else line.action,
             names[line.by].name if line.by in names else line.by,
             names[line.recipient].name if line.recipient in names else (line.recipient or "—"),
             line.data or "—",

@@ -10,12 +10,15 @@ from pathlib import Path
 
 import httpx
 import orjson
+from typer.testing import CliRunner
 
 from adapters.storage.store import Store
 from schemas.notices import ReferralRevokedNotice
 from schemas.registration import ReferralReleased, ReferralRevoked
 from services.audit_reports import referral_trail, subject_access_html
+from services.cli import app
 from services.replay import ReplayRange, replay
+from services.settings import DEMO_PARTICIPANTS
 from tests.integration.helpers import (
     FakeClock,
     TopicReader,
@@ -95,6 +98,19 @@ async def test_a_consent_period_that_ends_ends_the_flow_and_the_access(
     assert [line.detail for line in trail if line.action == "revoke-notice"] == ["consent-expired"]
     assert "notice: consent period ended" in report and "toestemming verlopen" in report
     assert "consent withdrawn" not in report
+    shown = CliRunner().invoke(
+        app,
+        ["audit", "trail", "VERW-EX-1"],
+        env={
+            "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+            "SCHAKEL_DATABASE_URL": settings.database_url,
+            "SCHAKEL_PARTICIPANTS": str(DEMO_PARTICIPANTS),
+            "SCHAKEL_TOPIC_PREFIX": settings.topic_prefix,
+            "COLUMNS": "250",
+        },
+    )
+    assert shown.exit_code == 0, shown.output
+    assert "revoke-notice (consent-expired)" in shown.output
 
 
 async def test_the_replay_ends_a_consent_where_the_live_hub_did(
