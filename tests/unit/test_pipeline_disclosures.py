@@ -4,6 +4,7 @@ earlier message; and a referral id cannot be taken over by another patient or pr
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from itertools import count
 from pathlib import Path
@@ -277,20 +278,25 @@ def test_after_its_retention_a_closed_trajectory_is_not_reopened_and_its_consent
     assert len(store.outbox_rows(topic=WELFARE_TOPIC)) == sent
 
 
-def test_a_consent_start_that_cannot_be_applied_does_not_stop_the_timer(
-    pipelines: Pipelines, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """One consent whose outputs fail (here made to) is left out, as a dead letter would
-    be; the other patient's consent that starts at the same tick is released."""
+def _one_consent_poisoned(
+    pipelines: Pipelines,
+    monkeypatch: pytest.MonkeyPatch,
+    prefix: str,
+    first_bsn: int,
+    period: dict[str, str],
+) -> tuple[str, str, Callable[..., None]]:
+    """Two patients' referrals, each with a consent of `period`; the timer's outputs about
+    the first one fail (made to). Returns (its referral id, the other's, the real
+    `outputs_to_outbox`, to put back)."""
     from adapters.municipal.iwmo import InvalidOutputError
     from services.timers import handlers as timers
 
-    poison, other = "VERW-D-P", "VERW-D-O"
-    for referral_id, i in ((poison, 31), (other, 32)):
+    poison, other = f"{prefix}-P", f"{prefix}-O"
+    for referral_id, i in ((poison, first_bsn), (other, first_bsn + 1)):
         bsn = fictional_bsn(i)
         pipelines.send("referral-created", referral_bundle(referral_id, bsn=bsn), key=referral_id)
         consent = consent_resource(
-            f"c-{referral_id}", referral_id=referral_id, bsn=bsn, period={"start": "2026-12-02"}
+            f"c-{referral_id}", referral_id=referral_id, bsn=bsn, period=period
         )
         pipelines.send("consent-granted", consent, key=referral_id)
     real = timers.outputs_to_outbox
@@ -301,6 +307,19 @@ def test_a_consent_start_that_cannot_be_applied_does_not_stop_the_timer(
         real(hub, tx, result, cause)
 
     monkeypatch.setattr(timers, "outputs_to_outbox", failing)
+    return poison, other, real
+
+
+def test_a_consent_start_that_cannot_be_applied_does_not_stop_the_timer(
+    pipelines: Pipelines, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One consent whose outputs fail (here made to) is left out, as a dead letter would
+    be; the other patient's consent that starts at the same tick is released."""
+    from services.timers import handlers as timers
+
+    _, other, real = _one_consent_poisoned(
+        pipelines, monkeypatch, "VERW-D", 31, {"start": "2026-12-02"}
+    )
     pipelines.now += timedelta(days=1)
     released = [
         e.referral_id for e in timers.tick(pipelines.hub) if isinstance(e, ReferralReleased)
@@ -317,25 +336,11 @@ def test_a_consent_end_that_cannot_be_applied_does_not_stop_the_timer(
 ) -> None:
     """The same for the ends of consents' periods: the poisoned one is left out (not tried
     again), the other patient's organisation is told at the same tick."""
-    from adapters.municipal.iwmo import InvalidOutputError
     from services.timers import handlers as timers
 
-    poison, other = "VERW-E-P", "VERW-E-O"
-    for referral_id, i in ((poison, 33), (other, 34)):
-        bsn = fictional_bsn(i)
-        pipelines.send("referral-created", referral_bundle(referral_id, bsn=bsn), key=referral_id)
-        consent = consent_resource(
-            f"c-{referral_id}", referral_id=referral_id, bsn=bsn, period={"end": "2026-12-02"}
-        )
-        pipelines.send("consent-granted", consent, key=referral_id)
-    real = timers.outputs_to_outbox
-
-    def failing(hub, tx, result, cause):  # type: ignore[no-untyped-def]
-        if any(o.event.referral_id == poison for o in result.outputs):
-            raise InvalidOutputError("made to fail")
-        real(hub, tx, result, cause)
-
-    monkeypatch.setattr(timers, "outputs_to_outbox", failing)
+    _, other, real = _one_consent_poisoned(
+        pipelines, monkeypatch, "VERW-E", 33, {"end": "2026-12-02"}
+    )
     pipelines.now += timedelta(days=3)
     revoked = [
         (e.referral_id, e.reason)
