@@ -195,6 +195,15 @@ class TrailLine:
     """What happened, in words, where the action alone does not say it (a revoke notice
     because the consent's period ended: `consent-expired`)."""
 
+    @property
+    def what(self) -> str:
+        """The action as the reports name it: a revoke notice with its reason where it was not
+        a withdrawal (`revoke-notice (consent-expired)`), any other action alone (their
+        details are for operators, not a kind of event)."""
+        if self.action == "revoke-notice" and self.detail:
+            return f"{self.action} ({self.detail})"
+        return self.action
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "seq": self.seq,
@@ -316,7 +325,7 @@ _ACTIONS = {
     ),
     "update": ("wijziging ontvangen", "received an update"),
     "revoke-notice": ("bericht: toestemming ingetrokken", "notice: consent withdrawn"),
-    "revoke-notice:consent-expired": (
+    "revoke-notice (consent-expired)": (
         "bericht: toestemming verlopen",
         "notice: consent period ended",
     ),
@@ -359,10 +368,7 @@ def subject_access_html(lines: list[TrailLine], participants: Participants, made
         rows = []
         for line in lines:
             receiver = line.recipient if line.action in DISCLOSURES else line.by
-            shown = line.action
-            if line.action == "revoke-notice" and line.detail == "consent-expired":
-                shown = "revoke-notice:consent-expired"
-            what = _ACTIONS.get(shown, (line.action, line.action))[index]
+            what = _ACTIONS.get(line.what, (line.what, line.what))[index]
             kinds = ", ".join(_DATA.get(k, (k, k))[index] for k in line.data.split(",") if k)
             rows.append(
                 "<tr>"

@@ -428,9 +428,7 @@ def audit_trail(
         table.add_row(
             str(line.seq),
             line.at.strftime("%Y-%m-%d %H:%M:%S"),
-            f"{line.action} ({line.detail})"
-            if line.action == "revoke-notice" and line.detail
-            else line.action,
+            line.what,
             names[line.by].name if line.by in names else line.by,
             names[line.recipient].name if line.recipient in names else (line.recipient or "—"),
             line.data or "—",
