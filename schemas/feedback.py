@@ -97,7 +97,13 @@ class WelfareFeedback(BaseModel):
 def _holds_a_bsn(text: str) -> bool:
     """Whether whole digit groups of a number in `text` (groups joined by single spaces,
     dots or dashes) make nine digits that pass the 11-proef, wherever they stand in it:
-    "kamer 100 123 456 782" holds one; the date and time "1-03-2027 10:00" does not."""
+    "kamer 100 123 456 782" holds one; the date and time "1-03-2027 10:00" does not.
+
+    Wider on purpose than the log redaction's rule (`adapters.redaction`), which masks a
+    grouped BSN only where no group beside it continues it, so that it never cuts a phone
+    number or an id apart: a summary is refused, not masked (dead-lettered
+    `invalid-feedback`, for its sender to write again), so here any nine digits of whole
+    groups count."""
     for run in _DIGIT_RUN.finditer(text):
         groups = _GROUP.findall(run.group(0))
         for start in range(len(groups)):
