@@ -19,10 +19,14 @@ def _notice(detail: str) -> TrailLine:
     )
 
 
+def _report(line: TrailLine) -> str:
+    return subject_access_html([line], load_participants(DEMO_PARTICIPANTS), AT)
+
+
 def test_a_withdrawals_notice_is_named_by_its_action_alone() -> None:
     line = _notice("")
     assert line.what == "revoke-notice"
-    report = subject_access_html([line], load_participants(DEMO_PARTICIPANTS), AT)
+    report = _report(line)
     assert "notice: consent withdrawn" in report and "toestemming ingetrokken" in report
     assert "period ended" not in report
 
@@ -30,7 +34,7 @@ def test_a_withdrawals_notice_is_named_by_its_action_alone() -> None:
 def test_an_expiry_notice_says_the_period_ended() -> None:
     line = _notice("consent-expired")
     assert line.what == "revoke-notice (consent-expired)"
-    report = subject_access_html([line], load_participants(DEMO_PARTICIPANTS), AT)
+    report = _report(line)
     assert "notice: consent period ended" in report and "toestemming verlopen" in report
     assert "consent withdrawn" not in report
 
@@ -50,5 +54,5 @@ def test_other_actions_details_stay_out_of_the_name() -> None:
         "from welzijn-noord",
     )
     assert line.what == "feedback-forwarded"
-    report = subject_access_html([line], load_participants(DEMO_PARTICIPANTS), AT)
+    report = _report(line)
     assert "received feedback" in report and "from welzijn-noord" not in report
